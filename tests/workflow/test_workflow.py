@@ -57,6 +57,7 @@ def test_config_failing_the_schema_stops_before_any_job(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("preprocess:\n  format: mat\n")
     r = run_snakemake(tmp_path, "--configfile", str(bad), "-n")
+    out = r.stdout + r.stderr
     assert r.returncode != 0
-    assert "format" in r.stderr and "'mat' is not one of" in r.stderr
+    assert "preprocess" in out and "format" in out and "'mat' is not one of ['hdf5', 'nifti']" in out
     assert not (tmp_path / "results").exists()
