@@ -30,20 +30,22 @@ NORMALISATIONS = {
 DTYPES = ("float32", "float16")
 
 
-def zscore_session(psc: np.ndarray, fit_rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """Z-score columns of ``psc`` (trials, voxels) with statistics of ``fit_rows`` (all if None).
+def zscore_session(x: np.ndarray, fit_rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Z-score the columns of float32 ``x`` (trials, voxels) in place, with the mean and sd of
+    ``fit_rows`` (all rows if None); returns ``(x, n_constant_voxels)``.
 
-    Population sd (ddof=0), accumulated in float64. A voxel with zero sd becomes 0; the number of
-    such voxels is returned.
+    Population sd (ddof=0), sums accumulated in float64. A voxel with zero sd becomes 0.
+    Z-scores do not depend on the units, so raw int16 betas and PSC (int16 / 300) give the same.
     """
-    fit = psc if fit_rows is None else psc[fit_rows]
-    mean = fit.mean(axis=0, dtype=np.float64)
-    sd = fit.std(axis=0, dtype=np.float64)
+    fit = x if fit_rows is None else x[fit_rows]
+    x -= fit.mean(axis=0, dtype=np.float64).astype(np.float32)
+    fit = x if fit_rows is None else x[fit_rows]
+    sd = np.sqrt(np.einsum("ij,ij->j", fit, fit, dtype=np.float64) / len(fit))
     const = sd == 0
     sd[const] = 1.0
-    z = ((psc - mean) / sd).astype(np.float32)
-    z[:, const] = 0.0
-    return z, int(const.sum())
+    x *= (1.0 / sd).astype(np.float32)
+    x[:, const] = 0.0
+    return x, int(const.sum())
 
 
 def preprocess(
@@ -113,13 +115,12 @@ def preprocess(
             raw = nsd.read_roi_betas(f, ijk, fmt, roi=mask)
             if raw.shape[0] != int((table.session == s).sum()):
                 raise InputError(f"{f}: {raw.shape[0]} trials, the design has {(table.session == s).sum()}")
-            psc = raw.astype(np.float32)
-            psc /= np.float32(PSC_SCALE)
+            z = np.asarray(raw, dtype=np.float32, order="C")  # one strided copy-and-cast
             if normalisation == "none":
-                z = psc
+                z /= np.float32(PSC_SCALE)
             else:
                 fit = ~table.is_test[table.session == s] if normalisation == "session-train" else None
-                z, c = zscore_session(psc, fit)
+                z, c = zscore_session(z, fit)
                 n_const = max(n_const, c)
             betas[row : row + len(z)] = z
             row += len(z)

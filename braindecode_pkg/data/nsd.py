@@ -10,6 +10,7 @@ that names the file and what is wrong.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -128,20 +129,31 @@ def available_sessions(paths: NSDPaths, subject: int) -> list[int]:
     return sorted(set(int(s) for s in _responses_column(f, ("SESSION",))["SESSION"]))
 
 
+_RESPONSE_COLUMNS_READ = ("SESSION", "73KID")
+
+
 def _responses_column(path: Path, names) -> dict[str, np.ndarray]:
+    """Columns (of ``_RESPONSE_COLUMNS_READ``) of a responses.tsv, parsed once per file version."""
+    st = path.stat()
+    cols = _read_responses(str(path), st.st_mtime_ns, st.st_size)
+    return {n: cols[n] for n in names}
+
+
+@functools.lru_cache(maxsize=4)
+def _read_responses(path: str, _mtime_ns: int, _size: int) -> dict[str, np.ndarray]:
     with open(path) as fh:
         header = fh.readline().rstrip("\n").split("\t")
-        missing = [n for n in names if n not in header]
-        if missing:
-            raise InputError(f"{path}: responses.tsv lacks column(s) {missing}; header is {header}")
-        cols = [header.index(n) for n in names]
-        rows = [line.split("\t") for line in fh if line.strip()]
+        rows = [line.rstrip("\n").split("\t") for line in fh if line.strip()]
+    missing = [n for n in _RESPONSE_COLUMNS_READ if n not in header]
+    if missing:
+        raise InputError(f"{path}: responses.tsv lacks column(s) {missing}; header is {header}")
     out = {}
-    for n, c in zip(names, cols):
+    for name in _RESPONSE_COLUMNS_READ:
+        c = header.index(name)
         try:
-            out[n] = np.array([float(r[c]) for r in rows])
+            out[name] = np.array([float(r[c]) for r in rows])
         except (IndexError, ValueError) as e:
-            raise InputError(f"{path}: column {n} is not numeric on every row ({e})") from None
+            raise InputError(f"{path}: column {name} is not numeric on every row ({e})") from None
     return out
 
 
@@ -335,7 +347,7 @@ def _read_voxel_chunks(dset, ijk: np.ndarray) -> np.ndarray:
         buf = b"".join(parts)
         if len(buf) != nbytes * len(ijk):
             raise OSError(f"expected {nbytes * len(ijk)} bytes of chunks, read {len(buf)}")
-        return np.frombuffer(buf, dtype=dtype).reshape(len(ijk), n_t).T.copy()
+        return np.frombuffer(buf, dtype=dtype).reshape(len(ijk), n_t).T  # a read-only view
     out = np.empty((n_t, len(ijk)), dtype=dtype)
     lo, hi = ijk.min(0), ijk.max(0) + 1
     for z in np.unique(ijk[:, 2]):
@@ -343,6 +355,9 @@ def _read_voxel_chunks(dset, ijk: np.ndarray) -> np.ndarray:
         slab = dset[:, z, lo[1]:hi[1], lo[0]:hi[0]]  # (T, Y', X')
         out[:, sel] = slab[:, ijk[sel, 1] - lo[1], ijk[sel, 0] - lo[0]]
     return out
+
+
+_GZ_BLOCK = 8 << 20
 
 
 def _gzip_reader(path: Path):
@@ -394,23 +409,20 @@ def read_roi_betas_nifti(path: Path, ijk: np.ndarray, *, roi: RoiMask | None = N
     vol_bytes = nx * ny * nz * dtype.itemsize
     flat = ijk[:, 0] + nx * (ijk[:, 1] + ny * ijk[:, 2])  # Fortran order on disk
     out = np.empty((n_t, len(ijk)), dtype=dtype)
-    buf = bytearray(vol_bytes)
-    vol = np.frombuffer(buf, dtype=dtype)
+    per_block = max(1, _GZ_BLOCK // vol_bytes)  # whole volumes per read: large reads inflate fastest
     try:
         with _gzip_reader(path) as fh:
             skip = int(hdr["vox_offset"])
             if len(fh.read(skip)) != skip:
                 raise EOFError("file ends inside the header")
-            for t in range(n_t):
-                got = fh.readinto(buf)
-                while 0 < got < vol_bytes:  # readinto may return short counts
-                    more = fh.readinto(memoryview(buf)[got:])
-                    if not more:
-                        break
-                    got += more
-                if got != vol_bytes:
-                    raise EOFError(f"data ends in volume {t} of {n_t}")
-                out[t] = vol[flat]
+            t = 0
+            while t < n_t:
+                k = min(per_block, n_t - t)
+                block = fh.read(k * vol_bytes)
+                if len(block) != k * vol_bytes:
+                    raise EOFError(f"data ends in volume {t + len(block) // vol_bytes} of {n_t}")
+                out[t : t + k] = np.frombuffer(block, dtype=dtype).reshape(k, -1)[:, flat]
+                t += k
             fh.read(1)  # reach the gzip trailer so its CRC and length are checked
     except (OSError, EOFError, zlib.error) as e:
         raise InputError(f"{path}: truncated or corrupt gzip/NIfTI ({e})") from None

@@ -18,12 +18,12 @@ from tests.conftest import write_mini_nsd
 
 def test_zscore_hand_computed():
     x = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0], [7.0, 5.0]], np.float32)
-    z, n_const = zscore_session(x)
+    z, n_const = zscore_session(x.copy())
     sd = np.sqrt(np.mean((np.array([1, 3, 5, 7]) - 4.0) ** 2))  # population sd = sqrt(5)
     assert np.allclose(z[:, 0], (np.array([1, 3, 5, 7]) - 4) / sd)
     assert n_const == 1 and (z[:, 1] == 0).all()
     # statistics from rows 0 and 1 only: mean 2, sd 1
-    z, _ = zscore_session(x, np.array([True, True, False, False]))
+    z, _ = zscore_session(x.copy(), np.array([True, True, False, False]))
     assert np.allclose(z[:, 0], [-1, 1, 3, 5])
 
 
