@@ -331,7 +331,7 @@ def _read_voxel_chunks(dset, ijk: np.ndarray) -> np.ndarray:
     plist = dset.id.get_create_plist()
     direct = dset.chunks == (n_t, 1, 1, 1) and plist.get_nfilters() == 0
     if direct:
-        fill = np.zeros(n_t, dtype=dtype).tobytes()
+        fill = np.full(n_t, dset.fillvalue, dtype=dtype).tobytes()
         nbytes = n_t * dtype.itemsize
         read = dset.id.read_direct_chunk
         get_info = dset.id.get_chunk_info_by_coord
@@ -339,8 +339,8 @@ def _read_voxel_chunks(dset, ijk: np.ndarray) -> np.ndarray:
         for i, j, k in ijk.tolist():
             try:
                 parts.append(read((0, k, j, i))[1])
-            except (OSError, KeyError, ValueError):
-                # an unallocated chunk holds the fill value (NSD writes zeros outside the brain)
+            except (OSError, KeyError, ValueError, RuntimeError):
+                # an unallocated chunk holds the fill value (h5py raises RuntimeError for it)
                 if get_info((0, k, j, i)).byte_offset is not None:
                     raise
                 parts.append(fill)

@@ -161,3 +161,19 @@ def test_matfile_rejects_v73_and_garbage(tmp_path):
     f.write_bytes(b"not a mat file" * 20)
     with pytest.raises(MatFileError, match="not a MATLAB 5.0 MAT-file"):
         loadmat(f)
+
+
+def test_hdf5_unallocated_chunk_reads_as_fill(tmp_path):
+    """A voxel whose chunk was never written (fill value 0) reads as zeros, like h5py would."""
+    import h5py
+
+    f = tmp_path / "sparse.hdf5"
+    rng = np.random.default_rng(3)
+    col = rng.integers(-500, 500, 750).astype(np.int16)
+    with h5py.File(f, "w") as h:
+        d = h.create_dataset("betas", shape=(750, 4, 3, 2), dtype=np.int16, chunks=(750, 1, 1, 1))
+        d.id.write_direct_chunk((0, 3, 2, 1), col.tobytes())  # voxel x=1, y=2, z=3
+    got = nsd.read_roi_betas_hdf5(f, np.array([[1, 2, 3], [0, 0, 0]]))
+    assert np.array_equal(got[:, 0], col) and (got[:, 1] == 0).all()
+    with h5py.File(f) as h:
+        assert np.array_equal(got[:, 1], h["betas"][:, 0, 0, 0]) and np.array_equal(got[:, 0], h["betas"][:, 3, 2, 1])
