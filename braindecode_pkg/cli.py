@@ -49,6 +49,147 @@ def _cmd_preprocess(args) -> int:
     return 0
 
 
+def _subject_list(text: str) -> list[int]:
+    from .errors import InputError
+
+    try:
+        out = [int(x) for x in str(text).replace(" ", "").split(",") if x]
+    except ValueError:
+        raise InputError(f"--subjects {text!r}: expected comma-separated subject ids, e.g. 1,2,3") from None
+    if not out:
+        raise InputError(f"--subjects {text!r}: no subject given")
+    return out
+
+
+def _cmd_train_clip(args) -> int:
+    import dataclasses
+
+    from .models import train_clip
+
+    fields = {"steps": args.steps, "threads": args.threads, "batch_size": args.batch_size,
+              "eval_every": args.eval_every}
+    recipe = dataclasses.replace(train_clip.Recipe(), **{k: v for k, v in fields.items() if v is not None})
+    command = "braindecode-pkg " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    summary = train_clip.train(
+        args.out, seed=args.seed, recipe=recipe, minutes=args.minutes,
+        cache_dir=False if args.cache == "" else args.cache, workers=args.workers,
+        progress=not args.quiet, command=command,
+    )
+    h = summary["heldout"]
+    print(
+        f"{args.out}: {summary['steps_run']} steps in {summary['seconds']['train']:.0f}s; held-out top-1 "
+        f"image->caption {h['image_to_caption_top1']:.3f}, caption->image {h['caption_to_image_top1']:.3f} "
+        f"({h['n_candidates']}-way, {h['n_draws']} draws)"
+    )
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    from .embed import embed_stimuli
+
+    out = embed_stimuli(
+        args.nsd_root, _subject_list(args.subjects), args.clip, args.out, what=args.what,
+        batch_size=args.batch_size, sessions=args.sessions, sim_dir=args.sim_clip,
+        device=args.device, progress=not args.quiet,
+    )
+    print(out)
+    return 0
+
+
+def _cmd_train_captioner(args) -> int:
+    from .models import train_captioner as tcap
+
+    preset = args.preset or ("gpt2" if args.lm else "default")
+    recipe = tcap.recipe_from(tcap.PRESETS[preset], steps=args.steps, threads=args.threads,
+                              batch_size=args.batch_size)
+    exclude = tcap.shared1000_ids(args.nsd_root) if args.nsd_root else None
+    command = "braindecode-pkg " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    summary = tcap.train(
+        args.out, clip=args.clip, sim_clip=args.sim_clip, pairs=args.pairs, lm=args.lm, exclude_ids=exclude,
+        seed=args.seed, recipe=recipe, minutes=args.minutes, cache_dir=False if args.cache == "" else args.cache,
+        workers=args.workers, progress=not args.quiet, command=command,
+    )
+    h = summary["heldout"]
+    a = h.get("attributes")
+    print(f"{args.out}: {summary['steps_run']} steps in {summary['seconds']['train']:.0f}s; held-out loss "
+          f"{h.get('loss', float('nan')):.3f}"
+          + (f"; objects named right {a['objects']:.3f} (shape {a['shape']:.3f}, colour {a['colour']:.3f}, "
+             f"n={a['n']})" if a else ""))
+    return 0
+
+
+def _cmd_train_image_decoder(args) -> int:
+    import dataclasses
+
+    from .models import train_image_decoder as tid
+
+    recipe, vae_cfg, unet_cfg = tid.PRESETS[args.preset]
+    fields = {"steps": args.steps, "vae_steps": args.vae_steps, "threads": args.threads, "batch_size": args.batch_size}
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in fields.items() if v is not None})
+    command = "braindecode-pkg " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
+    summary = tid.train(
+        args.out, clip=args.clip, sim_clip_dir=args.sim_clip, seed=args.seed, recipe=recipe, vae_cfg=vae_cfg,
+        unet_cfg=unet_cfg, minutes=args.minutes, cache_dir=False if args.cache == "" else args.cache,
+        progress=not args.quiet, command=command,
+    )
+    h = summary["heldout"]
+    print(f"{args.out}: VAE {summary['steps_run']['vae']} + UNet {summary['steps_run']['unet']} steps in "
+          f"{summary['seconds']['train']:.0f}s; held-out CLIP two-way from true embeddings "
+          f"{h.get('two_way_generated', float('nan')):.3f}, img2img from blurred {h.get('two_way_img2img', float('nan')):.3f} "
+          f"(blurred alone {h.get('two_way_blurred', float('nan')):.3f}, n={h.get('n_heldout', 0)})")
+    return 0
+
+def _prep_map(items) -> dict:
+    from .errors import InputError
+
+    out = {}
+    for item in items or []:
+        s, sep, path = str(item).partition("=")
+        if not sep or not s.strip() or not path:
+            raise InputError(f"--prep {item!r}: expected SUBJECT=FILE, e.g. 1=results/prep/subj01.h5")
+        from .models.brain import subject_key
+
+        out[subject_key(s.strip())] = path
+    return out
+
+
+def _heads(text: str):
+    return "available" if text == "available" else [h for h in text.split(",") if h]
+
+
+def _cmd_train(args) -> int:
+    from .train import load_run_config, run_regime
+
+    run = load_run_config(args.config, args.set or [])
+    s = run_regime(args.regime, prep=_prep_map(args.prep), embed=args.embed, out_dir=args.out, latent=args.latent,
+                   init=args.init, sessions=args.sessions, heads=_heads(args.heads), run=run,
+                   progress=not args.quiet, resume=not args.restart)
+    print(f"{args.out}: {args.regime} {','.join(s['subjects'])} {s['steps']} steps ({s['epochs']:.1f} epochs) "
+          f"in {s['seconds']:.0f}s, {s['samples_per_s']:.0f} samples/s; last loss {s['last'].get('loss', float('nan')):.4f}")
+    return 0
+
+
+def _cmd_ridge(args) -> int:
+    from .ridge import fit_ridge_regime
+
+    m = fit_ridge_regime(args.prep, args.subject, args.embed, args.out, sessions=args.sessions,
+                         heads=_heads(args.heads), alpha_per_target=args.alpha_per_target, threads=args.threads)
+    alphas = {h: v["alpha"] for h, v in m.info["heads"].items()}
+    print(f"{args.out}: ridge {m.subject} ({m.info['trials']} trials, {m.n_voxels} voxels), "
+          f"leave-one-image-out penalty {alphas if args.alpha_per_target else {h: f'{a:g}' for h, a in alphas.items()}}")
+    return 0
+
+
+def _cmd_infer(args) -> int:
+    from .infer import infer
+
+    out = infer(args.model, args.prep, args.out, subject=args.subject, method=args.method,
+                protocols=[p for p in args.protocols.split(",") if p], prior=args.prior, prior_seed=args.prior_seed,
+                batch_size=args.batch_size, threads=args.threads)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="braindecode-pkg", description=__doc__.splitlines()[0])
     from . import __version__
@@ -79,11 +220,130 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder remembering input SHA-256 by file stat ('' disables; default ~/.cache/braindecode_pkg/sha256)")
     s.add_argument("--quiet", action="store_true", help="no progress lines")
     s.set_defaults(func=_cmd_preprocess)
+
+    s = sub.add_parser("train-clip", help="train nsd-sim's own CLIP (open_clip) on procedural scenes and captions")
+    s.add_argument("--out", required=True, help="output folder (open_clip local-dir: open_clip_config.json + safetensors)")
+    s.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
+    s.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    s.add_argument("--minutes", type=float, default=None,
+                   help="time budget: shorten the run to fit after timing the warm-up (steps run are recorded)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's)")
+    s.add_argument("--batch-size", type=int, default=None, help="images per step (default: the recipe's)")
+    s.add_argument("--eval-every", type=int, default=None,
+                   help="record the held-out top-1 every N steps (default: only at the end)")
+    s.add_argument("--workers", type=int, default=1, help="processes rendering the scenes (default: 1)")
+    s.add_argument("--cache", default=None,
+                   help="folder caching rendered scenes ('' disables; default ~/.cache/braindecode_pkg/sim_clip_data)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_train_clip, argv=None)
+
+    s = sub.add_parser("embed", help="CLIP embeddings of every shown image and its captions -> HDF5 keyed by nsd_id")
+    s.add_argument("--nsd-root", required=True, help="NSD root (real NSD or nsd-sim's OUT/nsd)")
+    s.add_argument("--subjects", required=True, help="comma-separated subject ids whose shown images to embed, e.g. 1,2,3")
+    s.add_argument("--clip", required=True,
+                   help='CLIP config: JSON (e.g. \'{"arch": "ViT-H-14", "pretrained": "/w/open_clip_pytorch_model.bin"}\'), '
+                        "a JSON/YAML file, an open_clip local-dir folder, or 'sim'")
+    s.add_argument("--out", required=True, help="output HDF5 file, e.g. results/embed/clip.h5")
+    s.add_argument("--what", default="both", choices=["pooled", "tokens", "both"], help="image embeddings to store")
+    s.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    s.add_argument("--sessions", default="all", help="sessions whose images to embed: 'all', 'legacy' or e.g. '1-3'")
+    s.add_argument("--sim-clip", default=None, help="folder of the trained nsd-sim CLIP that --clip sim refers to")
+    s.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_embed)
+    s = sub.add_parser("train-captioner",
+                       help="train a caption decoder (ClipCap mapper; for nsd-sim also its GPT-2 and tokenizer)")
+    s.add_argument("--out", required=True, help="output folder (config.json + model.safetensors of the mapper, lm/)")
+    s.add_argument("--clip", default="sim",
+                   help="CLIP whose embeddings of nsd-sim scenes are trained on (as for embed; default: sim)")
+    s.add_argument("--sim-clip", default=None, help="folder of the trained nsd-sim CLIP that --clip sim refers to")
+    s.add_argument("--pairs", default=None,
+                   help="train on an embeddings HDF5 of the embed stage (image_pooled + captions) instead; needs --lm")
+    s.add_argument("--lm", default=None, help="local language-model folder (e.g. GPT-2, safetensors) for --pairs")
+    s.add_argument("--nsd-root", default=None,
+                   help="with --pairs: never train on NSD's shared 1000 images (the brain test set); evaluate on them")
+    s.add_argument("--preset", default=None, choices=["default", "tiny", "gpt2"],
+                   help="recipe: default (nsd-sim), tiny (seconds, tests) or gpt2 (frozen GPT-2; default with --lm)")
+    s.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
+    s.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    s.add_argument("--minutes", type=float, default=None,
+                   help="time budget: shorten the run to fit after timing the warm-up (steps run are recorded)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's)")
+    s.add_argument("--batch-size", type=int, default=None, help="captions per step (default: the recipe's)")
+    s.add_argument("--eval-every", type=int, default=None,
+                   help="record the held-out top-1 every N steps (default: only at the end)")
+    s.add_argument("--workers", type=int, default=1, help="processes rendering the scenes (default: 1)")
+    s.add_argument("--cache", default=None,
+                   help="folder caching rendered scenes ('' disables; default ~/.cache/braindecode_pkg/sim_clip_data)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_train_captioner, argv=None)
+
+    s = sub.add_parser("train-image-decoder",
+                       help="train nsd-sim's image decoder: a tiny Stable unCLIP pipeline (diffusers VAE + UNet)")
+    s.add_argument("--out", required=True, help="output folder (a diffusers StableUnCLIPImg2ImgPipeline directory)")
+    s.add_argument("--clip", default="sim", help="CLIP whose image embeddings condition the decoder (as for embed; default: sim)")
+    s.add_argument("--sim-clip", default=None, help="folder of the trained nsd-sim CLIP that --clip sim refers to")
+    s.add_argument("--preset", default="default", choices=["default", "tiny"], help="recipe and architecture (tiny: seconds)")
+    s.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    s.add_argument("--minutes", type=float, default=None,
+                   help="time budget: each phase is shortened to fit after timing its first steps (steps run are recorded)")
+    s.add_argument("--steps", type=int, default=None, help="UNet optimisation steps (default: the recipe's)")
+    s.add_argument("--vae-steps", type=int, default=None, help="VAE optimisation steps (default: the recipe's)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's)")
+    s.add_argument("--batch-size", type=int, default=None, help="UNet images per step (default: the recipe's)")
+    s.add_argument("--cache", default=None,
+                   help="folder caching rendered scenes and embeddings ('' disables; default "
+                        "~/.cache/braindecode_pkg/sim_image_decoder_data)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_train_image_decoder, argv=None)
+    s = sub.add_parser("train", help="train the brain model: pretrain (all subjects), adapt (a new subject) or scratch")
+    s.add_argument("--regime", required=True, choices=["pretrain", "adapt", "scratch"])
+    s.add_argument("--prep", nargs="+", required=True, metavar="SUBJECT=FILE",
+                   help="preprocessed subject files, e.g. 1=results/prep/subj01.h5 2=results/prep/subj02.h5")
+    s.add_argument("--embed", required=True, help="CLIP embeddings HDF5 of the embed stage (the targets)")
+    s.add_argument("--latent", default=None, help="HDF5 of VAE latents (nsd_id, latent) for the low-level head")
+    s.add_argument("--init", default=None, help="adapt: the pretrained model directory")
+    s.add_argument("--sessions", default="all", help="training sessions: 'all', 'first:K' (K=1 ≈ one hour) or '1-3,5'")
+    s.add_argument("--heads", default="available",
+                   help="CLIP heads: 'available' (what the embed file holds) or e.g. 'pooled' or 'pooled,tokens'")
+    s.add_argument("--config", default=None, help="YAML/JSON with sections model, loss, train")
+    s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config value (YAML), e.g. train.steps=2000 (repeatable)")
+    s.add_argument("--out", required=True, help="output model directory (config.json + model.safetensors, log)")
+    s.add_argument("--restart", action="store_true", help="ignore checkpoints in --out and start over")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("ridge", help="ridge regression voxels -> CLIP for one subject (leave-one-image-out CV)")
+    s.add_argument("--prep", required=True, help="preprocessed subject file")
+    s.add_argument("--subject", default=None, help="subject id (default: the file's)")
+    s.add_argument("--embed", required=True, help="CLIP embeddings HDF5 of the embed stage")
+    s.add_argument("--sessions", default="all", help="training sessions: 'all', 'first:K' or '1-3,5'")
+    s.add_argument("--heads", default="available", help="'available' or e.g. 'pooled'")
+    s.add_argument("--alpha-per-target", action="store_true", help="one penalty per output column")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--out", required=True, help="output model directory (config.json + model.safetensors)")
+    s.set_defaults(func=_cmd_ridge)
+
+    s = sub.add_parser("infer", help="brain embeddings of every test image of a subject (both protocols) -> HDF5")
+    s.add_argument("--model", required=True, help="a brain or ridge model directory")
+    s.add_argument("--prep", required=True, help="the subject's preprocessed file")
+    s.add_argument("--subject", default=None, help="subject id (default: the file's)")
+    s.add_argument("--out", required=True, help="output HDF5, e.g. results/brain/adapt-k1/subj05.h5")
+    s.add_argument("--method", default=None, help="method name recorded in the file (default: the model folder's name)")
+    s.add_argument("--protocols", default="avg_betas,avg_outputs", help="avg_betas and/or avg_outputs")
+    s.add_argument("--prior", action="store_true", help="also sample the diffusion prior")
+    s.add_argument("--prior-seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=512)
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.set_defaults(func=_cmd_infer)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "argv"):
+        args.argv = list(sys.argv[1:] if argv is None else argv)
     from .errors import InputError
 
     try:

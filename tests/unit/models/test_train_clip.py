@@ -1,0 +1,80 @@
+"""The nsd-sim CLIP training recipe at toy scale: the loss falls, the saved folder loads, reruns agree."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch = pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+
+from braindecode_pkg import cli  # noqa: E402
+from braindecode_pkg.models import clip as mclip  # noqa: E402
+from braindecode_pkg.models import train_clip  # noqa: E402
+
+TOY = train_clip.Recipe(steps=25, batch_size=32, lr=3e-3, warmup=3, n_train=96, n_heldout=40, threads=1, eval_every=10)
+
+
+def test_training_lowers_the_loss_and_saves_a_loadable_local_dir(tmp_path):
+    out = tmp_path / "clip"
+    s = train_clip.train(out, seed=3, recipe=TOY, model_cfg=train_clip.TINY_MODEL_CFG,
+                         cache_dir=tmp_path / "cache", progress=False)
+    losses = s["losses"]
+    assert len(losses) == TOY.steps and np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.3
+    doc = json.loads((out / "open_clip_config.json").read_text())
+    assert doc["model_cfg"] == train_clip.TINY_MODEL_CFG
+    assert doc["braindecode"]["seed"] == 3 and doc["braindecode"]["recipe"]["steps"] == TOY.steps
+    assert 0 <= s["heldout"]["image_to_caption_top1"] <= 1 and s["heldout"]["n_candidates"] == 40
+    assert [c["step"] for c in s["heldout_curve"]] == [10, 20]
+    enc = mclip.ClipEncoder.load({"local_dir": str(out)})
+    held = train_clip.scene_set(3, train_clip._P_HELDOUT, TOY.n_heldout, 1, enc, tmp_path / "cache")
+    again = train_clip.evaluate(enc, held)
+    assert again["image_to_caption_top1"] == s["heldout"]["image_to_caption_top1"]
+    # same seed, same bytes (CPU, one thread); the rendered scenes came from the cache
+    out2 = tmp_path / "clip2"
+    train_clip.train(out2, seed=3, recipe=TOY, model_cfg=train_clip.TINY_MODEL_CFG,
+                     cache_dir=tmp_path / "cache", progress=False)
+    assert (out / "open_clip_model.safetensors").read_bytes() == (out2 / "open_clip_model.safetensors").read_bytes()
+
+
+def test_minutes_shortens_the_run_after_the_warmup(tmp_path):
+    recipe = train_clip.Recipe(steps=10**6, batch_size=16, warmup=2, n_train=32, n_heldout=20)
+    s = train_clip.train(None, seed=0, recipe=recipe, model_cfg=train_clip.TINY_MODEL_CFG,
+                         cache_dir=tmp_path, progress=False, minutes=0.01)
+    assert s["steps_run"] == recipe.warmup + 6 == s["recipe"]["steps"] == len(s["losses"])
+
+
+def test_heldout_scenes_are_not_training_scenes():
+    tr, _ = train_clip.draw_scenes(0, train_clip._P_TRAIN, 50)
+    ho, _ = train_clip.draw_scenes(0, train_clip._P_HELDOUT, 50)
+    assert not np.intersect1d(tr["x1"], ho["x1"]).size and not np.intersect1d(tr["bg_seed"], ho["bg_seed"]).size
+
+
+def test_retrieval_top1():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 8))
+    assert train_clip.retrieval_top1(a, a) == 1.0
+    assert train_clip.retrieval_top1(a, rng.normal(size=(400, 8))) < 0.05
+    assert train_clip.retrieval_top1(a[:50], a[:50], n_candidates=300) == 1.0  # fewer rows than candidates
+
+
+def test_cli_train_clip(tmp_path, monkeypatch):
+    calls = {}
+
+    def fake_train(out, **kw):
+        calls.update(kw, out=out)
+        return {"steps_run": kw["recipe"].steps, "seconds": {"train": 1.0},
+                "heldout": {"image_to_caption_top1": 0.5, "caption_to_image_top1": 0.4, "n_candidates": 300, "n_draws": 30}}
+
+    monkeypatch.setattr(train_clip, "train", fake_train)
+    rc = cli.main(["train-clip", "--out", str(tmp_path / "c"), "--steps", "7", "--seed", "2", "--minutes", "1.5",
+                   "--cache", ""])
+    assert rc == 0
+    assert calls["recipe"] == dataclasses.replace(train_clip.Recipe(), steps=7)
+    assert calls["seed"] == 2 and calls["minutes"] == 1.5 and calls["cache_dir"] is False
+    assert calls["command"].startswith("braindecode-pkg train-clip --out")
