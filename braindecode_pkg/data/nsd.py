@@ -331,23 +331,19 @@ def _read_voxel_chunks(dset, ijk: np.ndarray) -> np.ndarray:
     plist = dset.id.get_create_plist()
     direct = dset.chunks == (n_t, 1, 1, 1) and plist.get_nfilters() == 0
     if direct:
-        fill = np.full(n_t, dset.fillvalue, dtype=dtype).tobytes()
-        nbytes = n_t * dtype.itemsize
+        rows = np.empty((len(ijk), n_t), dtype=dtype)  # voxel-major: each chunk lands in a row
+        raw = rows.view(np.uint8)
         read = dset.id.read_direct_chunk
         get_info = dset.id.get_chunk_info_by_coord
-        parts = []
-        for i, j, k in ijk.tolist():
+        for v, (i, j, k) in enumerate(ijk.tolist()):
             try:
-                parts.append(read((0, k, j, i))[1])
+                read((0, k, j, i), out=raw[v])
             except (OSError, KeyError, ValueError, RuntimeError):
                 # an unallocated chunk holds the fill value (h5py raises RuntimeError for it)
                 if get_info((0, k, j, i)).byte_offset is not None:
                     raise
-                parts.append(fill)
-        buf = b"".join(parts)
-        if len(buf) != nbytes * len(ijk):
-            raise OSError(f"expected {nbytes * len(ijk)} bytes of chunks, read {len(buf)}")
-        return np.frombuffer(buf, dtype=dtype).reshape(len(ijk), n_t).T  # a read-only view
+                rows[v] = dset.fillvalue
+        return rows.T  # (n_trials, n_voxels) view
     out = np.empty((n_t, len(ijk)), dtype=dtype)
     lo, hi = ijk.min(0), ijk.max(0) + 1
     for z in np.unique(ijk[:, 2]):
