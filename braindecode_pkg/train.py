@@ -73,11 +73,14 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: leave as is)
     freeze_shared_steps: int | float = 0  # adapt: steps (or fraction if < 1) with only the new adapter learning
     shared_lr_scale: float = 1.0  # adapt: lr multiplier of the pretrained parts
+    adapter_init: str = "random"  # adapt: random | invert (see init_adapter_by_inversion)
     average_repeats: float = 0.0  # probability of replacing a trial by the mean of its image's training repeats
 
     def __post_init__(self):
         if self.schedule not in ("cosine", "constant"):
             raise InputError(f"schedule {self.schedule!r}: expected 'cosine' or 'constant'")
+        if self.adapter_init not in ("random", "invert"):
+            raise InputError(f"adapter_init {self.adapter_init!r}: expected 'random' or 'invert'")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"precision {self.precision!r}: expected 'auto', 'fp32' or 'bf16'")
         if self.steps is None and self.epochs is None:
@@ -475,6 +478,8 @@ def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(
         if log is not None:
             _write_log(log, step, stream.epoch_of(step), tcfg.lr * f, lval, parts_f, lcfg.temperature_at(frac),
                        use_mix, sps, time.perf_counter() - t_start)
+            if step % 50 == 0:
+                log.flush()
         if bar is not None:
             bar.set_postfix(loss=f"{lval:.3f}", refresh=False)
             bar.update(1)
@@ -629,6 +634,8 @@ def run_regime(regime: str, *, prep: dict, embed, out_dir, latent=None, init=Non
                 raise InputError(f"{init}: {h} head has shape {model.config.head_shape(h)}, targets have "
                                  f"{targets.shapes()[h]} (another CLIP?)")
         new = (k,)
+        if run.training().adapter_init == "invert":
+            info["adapter_init"] = init_adapter_by_inversion(model, k, trials[k], targets, run)
         info["init"] = str(init)
         info["init_subjects"] = sorted(base_cfg.subjects)
         if run.model:
@@ -641,3 +648,64 @@ def run_regime(regime: str, *, prep: dict, embed, out_dir, latent=None, init=Non
         model = BrainModel(model_config_for(run, trials, targets))
     return fit(model, trials, targets, out_dir, run=run, new_subjects=new, progress=progress, info=info,
                resume=resume, stop_after=stop_after)
+
+
+def init_adapter_by_inversion(model, key: str, trials, targets, run: RunConfig, steps: int = 300,
+                              lr: float = 0.05) -> dict:
+    """Initialise subject ``key``'s fresh adapter from the frozen pretrained model, in closed form.
+
+    1. Invert the pretrained encoder: for each training image of the subject find the adapter
+       output ("code") that the frozen encoder and heads map to its CLIP targets (Adam on the
+       codes, the contrastive and MSE losses of ``run`` over all the images at once).
+    2. Ridge from the subject's trials to the codes of their images, the penalty chosen by
+       leave-one-image-out CV (:func:`~braindecode_pkg.ridge.ridge_cv`); its weights become the
+       adapter's linear map.
+
+    A random adapter has V × rank weights to find by gradient descent from one session; this
+    starts it at the best linear map into the space the pretrained encoder reads, with the
+    regularisation set by cross-validation. Returns what it did (for the model's info).
+    """
+    import torch
+
+    from .models.losses import total_loss
+    from .ridge import ridge_cv
+
+    lcfg = dataclasses.replace(run.losses(), mixco_fraction=0.0, prior=0.0, lowlevel=0.0)
+    adapter = model.adapters[key]
+    ids, inv = np.unique(trials.nsd_id, return_inverse=True)
+    heads = [h for h in ("pooled", "tokens") if h in model.config.heads and h in targets.arrays]
+    tg = {h: torch.from_numpy(targets.arrays[h][targets.rows(ids)]) for h in heads}
+    r = adapter.linear.out_features
+    was = model.training
+    model.eval()
+    req = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    g = torch.Generator().manual_seed(run.training().seed)
+    codes = torch.nn.Parameter(0.01 * torch.randn(len(ids), r, generator=g))
+    opt = torch.optim.Adam([codes], lr=lr)
+    first = last = None
+    try:
+        for i in range(steps):
+            h = model.encoder(adapter.after_linear(codes))
+            out = {hd: model.heads[hd](h) for hd in heads}
+            loss, _ = total_loss(lcfg, out, tg, frac=1.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            first = float(loss.detach()) if first is None else first
+            last = float(loss.detach())
+    finally:
+        for p, q in zip(model.parameters(), req):
+            p.requires_grad_(q)
+        model.train(was)
+    x = trials.betas
+    if model.config.adapter == "pool":
+        with torch.no_grad():
+            x = adapter.pooled(torch.from_numpy(x)).numpy()
+    fit = ridge_cv(x, codes.detach().numpy()[inv], groups=trials.nsd_id)
+    with torch.no_grad():
+        adapter.linear.weight.copy_(torch.from_numpy(fit["coef"].T))
+        adapter.linear.bias.copy_(torch.from_numpy(fit["intercept"]))
+    return {"method": "invert", "images": int(len(ids)), "inversion_loss": [first, last],
+            "ridge_alpha": float(fit["alpha"])}

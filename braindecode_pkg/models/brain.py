@@ -17,7 +17,10 @@ position, so adding, dropping or reordering subjects never misroutes a subject's
 ``linear`` adapter: ``Linear(V, width) → LayerNorm → GELU → Dropout`` (MindEye2's per-subject
 "ridge" layer, with the normalisation its backbone starts with). ``pool`` adapter (MindBridge):
 ``AdaptiveMaxPool1d(pool_size)`` over the voxel vector, then a per-subject linear map; it takes any
-voxel count, so one subject's voxel count is not frozen into the weights.
+voxel count, so one subject's voxel count is not frozen into the weights. With ``adapter_rank``
+the per-subject part is only ``Linear(V, rank)`` and the encoder starts with a shared
+``Linear(rank, width) → LayerNorm → GELU → Dropout``: a new subject then has V × rank weights to
+learn instead of V × width (on nsd-sim: as good or better, and 1.4× faster to train).
 
 Saved as a directory (the diffusers/HF convention): ``config.json`` (the :class:`BrainConfig`
 plus free-form ``info``) and ``model.safetensors``; :meth:`BrainModel.from_pretrained` reads only
@@ -160,10 +163,12 @@ class LinearAdapter(nn.Module):
             self.norm = nn.LayerNorm(width)
             self.drop = nn.Dropout(dropout)
 
+    def after_linear(self, h):
+        """The rest of the adapter after its linear map (identity with ``rank``)."""
+        return h if self.rank is not None else self.drop(F.gelu(self.norm(h)))
+
     def forward(self, x):
-        if self.rank is not None:
-            return self.linear(x)
-        return self.drop(F.gelu(self.norm(self.linear(x))))
+        return self.after_linear(self.linear(x))
 
 
 class PoolAdapter(nn.Module):
@@ -181,11 +186,14 @@ class PoolAdapter(nn.Module):
             self.norm = nn.LayerNorm(width)
             self.drop = nn.Dropout(dropout)
 
+    def pooled(self, x):
+        return F.adaptive_max_pool1d(x.unsqueeze(1), self.pool_size).squeeze(1)
+
+    def after_linear(self, h):
+        return h if self.rank is not None else self.drop(F.gelu(self.norm(h)))
+
     def forward(self, x):
-        x = self.linear(F.adaptive_max_pool1d(x.unsqueeze(1), self.pool_size).squeeze(1))
-        if self.rank is not None:
-            return x
-        return self.drop(F.gelu(self.norm(x)))
+        return self.after_linear(self.linear(self.pooled(x)))
 
 
 # ------------------------------------------------------------------------------------- encoder

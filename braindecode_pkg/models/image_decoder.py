@@ -64,7 +64,7 @@ INFO_FILE = "braindecode.json"
 _KEYS = ("pipeline_dir", "variant", "precision", "embeds_norm", "noise_level", "load_image_encoder",
          "guidance_scale", "num_inference_steps", "strength")
 _PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-#: component -> (weights stem, what it is) of the model components
+#: weights file stem of a model component, by library (diffusers' own pipeline modules: diffusers')
 _MODEL_WEIGHTS = {"diffusers": "diffusion_pytorch_model", "transformers": "model"}
 #: sampling defaults when neither the config nor the pipeline folder gives them (diffusers' own)
 _DEFAULTS = {"guidance_scale": 10.0, "num_inference_steps": 20, "strength": 0.75}
@@ -175,10 +175,10 @@ def check_pipeline_dir(d, *, variant: str | None = None, load_image_encoder: boo
         folder = d / name
         if not folder.is_dir():
             raise InputError(f"{folder}: component {name!r} of the pipeline not found; {_get_it(d)}")
-        if library in _MODEL_WEIGHTS and "scheduler" not in name and name not in ("tokenizer", "feature_extractor"):
+        if "scheduler" not in name and name not in ("tokenizer", "feature_extractor"):  # a model: config + weights
             if not (folder / "config.json").is_file():
                 raise InputError(f"{folder / 'config.json'}: not found (component {name!r}); {_get_it(d)}")
-            stem = _MODEL_WEIGHTS[library]
+            stem = _MODEL_WEIGHTS.get(library, _MODEL_WEIGHTS["diffusers"])
             if _weights_file(folder, stem, variant) is None:
                 v = f".{variant}" if variant else ""
                 other = sorted(p.name for p in folder.glob(f"{stem}*"))

@@ -79,6 +79,8 @@ class Recipe:
     lm_cfg: dict = dataclasses.field(default_factory=lambda: dict(SIM_LM_CFG))
     max_caption_tokens: int = 40
     eval_beams: int = 1
+    eval_every: int = 0           # >0: score the first 300 held-out images every that many steps (recorded;
+                                  # does not change training)
     threads: int = 1
 
     def to_dict(self) -> dict:
@@ -269,6 +271,14 @@ def evaluate(captioner, heldout: dict, *, num_beams: int = 1, max_new_tokens: in
     return out
 
 
+def _head(pairs: dict, n: int) -> dict:
+    """The first ``n`` rows of a pairs dict (embeds, captions, attrs)."""
+    out = {"embeds": pairs["embeds"][:n], "captions": pairs["captions"][:n]}
+    if "attrs" in pairs:
+        out["attrs"] = {k: v[:n] for k, v in pairs["attrs"].items()}
+    return out
+
+
 # --------------------------------------------------------------------------------- training
 def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_ids=None, seed: int = 0,
           recipe: Recipe | None = None, minutes: float | None = None, cache_dir=None, workers: int = 1,
@@ -369,6 +379,8 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
 
             bar = tqdm(total=total, unit="step", desc="train captioner")
         mapper.train()
+        curve: list[dict] = []
+        t_eval_curve = 0.0
         t_train = time.time()
         step = 0
         while step < total:
@@ -398,6 +410,24 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
                 bar.update(1)
                 if step % 20 == 0:
                     bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            if recipe.eval_every and step % recipe.eval_every == 0 and step < total:
+                te = time.time()
+                mapper.eval()
+                lm_model.eval()
+                sub = _head(heldout, 300)
+                m = evaluate(cap, sub, num_beams=1, max_new_tokens=recipe.max_caption_tokens)
+                mapper.train()
+                if recipe.train_lm:
+                    lm_model.train()
+                point = {"step": step, "seconds": round(time.time() - t_train, 1), "loss": round(m.get("loss", math.nan), 4)}
+                if "attributes" in m:
+                    point.update({k: round(m["attributes"][k], 4) for k in ("objects", "shape", "colour", "count")})
+                curve.append(point)
+                t_eval_curve += time.time() - te
+                if progress:
+                    from tqdm.auto import tqdm
+
+                    tqdm.write(json.dumps(point))
             if callback is not None and callback_every and step % callback_every == 0:
                 callback(step, cap, heldout)
             if minutes is not None and step == recipe.warmup + 5:
@@ -411,7 +441,7 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
                         bar.refresh()
         if bar is not None:
             bar.close()
-        t_train = time.time() - t_train
+        t_train = time.time() - t_train - t_eval_curve
         mapper.eval()
         lm_model.eval()
 
@@ -428,7 +458,9 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
             "recipe": dataclasses.replace(recipe, steps=total).to_dict(),
             "steps_run": total,
             "heldout": metrics,
-            "seconds": {"data": round(t_data, 1), "train": round(t_train, 1), "eval": round(t_eval, 1),
+            "curve": curve,
+            "seconds": {"data": round(t_data, 1), "train": round(t_train, 1),
+                        "eval": round(t_eval + t_eval_curve, 1),
                         "total": round(time.time() - t_start, 1)},
             "n_params": n_params,
             "n_train_images": int(n), "n_train_captions": int(n_caps.sum()),

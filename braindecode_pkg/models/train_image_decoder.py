@@ -38,18 +38,19 @@ from pathlib import Path
 
 import numpy as np
 
-#: the nsd-sim decoder's VAE (``AutoencoderKL`` kwargs): 64 px -> 16x16x4 latents
+#: the nsd-sim decoder's VAE (``AutoencoderKL`` kwargs): 32 px -> 16x16x4 latents
 VAE_CFG: dict = {
     "in_channels": 3, "out_channels": 3, "latent_channels": 4,
-    "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
-    "block_out_channels": [32, 64, 64], "layers_per_block": 1, "norm_num_groups": 16,
+    "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "block_out_channels": [32, 64], "layers_per_block": 1, "norm_num_groups": 8, "mid_block_add_attention": False,
 }
-#: the nsd-sim decoder's UNet (``UNet2DConditionModel`` kwargs, without the unCLIP conditioning)
+#: the nsd-sim decoder's UNet (``UNet2DConditionModel`` kwargs, without the unCLIP conditioning):
+#: 16 -> 8 -> 4, self-attention at 4x4, the embedding enters every ResNet block (scale-shift)
 UNET_CFG: dict = {
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
-    "up_block_types": ["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    "down_block_types": ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
     "mid_block_type": "UNetMidBlock2D",
-    "block_out_channels": [64, 128, 192], "layers_per_block": 1, "norm_num_groups": 32,
+    "block_out_channels": [32, 64, 128], "layers_per_block": 1, "norm_num_groups": 16,
     "attention_head_dim": 32, "resnet_time_scale_shift": "scale_shift",
 }
 #: a few-second version for tests
@@ -73,24 +74,24 @@ _STREAM = 0x1D3C  # keeps these streams apart from other trainers' with the same
 class Recipe:
     """How the nsd-sim image decoder is trained (every field is recorded beside the weights)."""
 
-    image_size: int = 64
+    image_size: int = 32
     n_train: int = 20000
-    n_heldout: int = 300
+    n_heldout: int = 200
     # phase 1: the VAE
-    vae_steps: int = 1500
+    vae_steps: int = 1000
     vae_batch_size: int = 32
-    vae_lr: float = 1e-3
-    vae_crop: int = 0  # >0: train on random crops of this side (the VAE is convolutional; cheaper steps)
-    vae_l1: float = 0.0  # weight of an L1 term beside the MSE (keeps flat colours and edges crisp)
+    vae_lr: float = 4e-3
+    vae_crop: int = 16  # >0: train on random crops of this side (the VAE is convolutional; cheaper steps)
+    vae_l1: float = 1.0  # weight of an L1 term beside the MSE (keeps flat colours and edges crisp)
     kl_weight: float = 1e-6
     # phase 2: the UNet
-    steps: int = 6000
+    steps: int = 1500
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     min_lr: float = 1e-5
-    warmup: int = 100
+    warmup: int = 50
     weight_decay: float = 0.0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.997
     p_uncond: float = 0.1
     p_noise_aug: float = 0.0  # fraction of samples whose embedding is noised (unCLIP noise augmentation)
     max_noise_level: int = 250
@@ -98,10 +99,10 @@ class Recipe:
     min_snr_gamma: float = 5.0
     # how the result is sampled by default and evaluated
     guidance_scale: float = 3.0
-    num_inference_steps: int = 25
-    eval_strength: float = 0.8
-    eval_blur: float = 0.04  # sigma of the Gaussian blur of the img2img starting image, fraction of the side
-    vae_fraction: float = 0.2  # share of a --minutes budget (after data and evaluation) given to the VAE
+    num_inference_steps: int = 20
+    eval_strength: float = 0.7
+    eval_blur: float = 0.08  # sigma of the Gaussian blur of the img2img starting image, fraction of the side
+    vae_fraction: float = 0.35  # share of a --minutes budget (after data and evaluation) given to the VAE
     threads: int = 1
 
     def to_dict(self) -> dict:
@@ -575,7 +576,7 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
 
 def _eval_reserve(recipe: Recipe) -> float:
     """Seconds set aside for the held-out evaluation in a time budget (a rough, generous guess)."""
-    return 5.0 + 0.02 * recipe.n_heldout * recipe.num_inference_steps / 25
+    return 10.0 + 0.025 * recipe.n_heldout * recipe.num_inference_steps * (2 if recipe.guidance_scale > 1 else 1)
 
 
 #: named (recipe, VAE config, UNet config); ``tiny`` runs in seconds (tests, workflow smoke runs)

@@ -82,6 +82,15 @@ def test_pool_adapter_takes_any_voxel_count():
     assert m({"subj07": torch.randn(2, 55), "subj01": torch.randn(1, 20)})["pooled"].shape == (3, 12)
 
 
+def test_low_rank_adapter_shares_the_up_projection():
+    m = BrainModel(cfg(adapter_rank=4)).eval()
+    assert m.adapters["subj02"].linear.weight.shape == (4, 23)
+    assert m.encoder.inp[0].weight.shape == (24, 4)  # rank -> width, shared by all subjects
+    assert m(batch())["pooled"].shape == (9, 12)
+    p = BrainModel(cfg(adapter="pool", pool_size=16, adapter_rank=4, subjects={"subj01": None})).eval()
+    assert p({"subj01": torch.randn(2, 50)})["pooled"].shape == (2, 12)
+
+
 def test_add_and_keep_subjects():
     m = BrainModel(cfg())
     m.add_subject("subj07", 31)

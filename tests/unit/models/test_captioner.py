@@ -244,7 +244,7 @@ def tiny_clip(tmp_path_factory):
 
 
 def test_recipe_lowers_the_loss_and_writes_a_loadable_folder(tiny_clip, tmp_path, no_network):
-    recipe = tcap.recipe_from(tcap.PRESETS["tiny"], steps=30)
+    recipe = tcap.recipe_from(tcap.PRESETS["tiny"], steps=30, eval_every=10)
     kw = dict(clip={"local_dir": str(tiny_clip)}, seed=2, recipe=recipe, cache_dir=tmp_path / "cache",
               progress=False)
     s = tcap.train(tmp_path / "out", **kw)
@@ -259,8 +259,10 @@ def test_recipe_lowers_the_loss_and_writes_a_loadable_folder(tiny_clip, tmp_path
     assert doc["braindecode"]["recipe"]["steps"] == 30 and doc["clip"]["embed_dim"] == CLIP_DIM
     out = cap.generate(_embeds(3), max_new_tokens=20)
     assert len(out) == 3 and all(isinstance(t, str) for t in out)
-    # seeded: a second run (rendered scenes now from the cache) gives the same weights
-    again = tcap.train(None, **kw)
+    assert [p["step"] for p in s["curve"]] == [10, 20] and all(0 <= p["objects"] <= 1 for p in s["curve"])
+    # seeded: a second run (rendered scenes now from the cache; no evaluation on the way) gives the same
+    # weights
+    again = tcap.train(None, **dict(kw, recipe=tcap.recipe_from(recipe, eval_every=0)))
     assert again["losses"] == losses
     assert again["heldout"]["loss"] == s["heldout"]["loss"]
 

@@ -183,6 +183,17 @@ def test_missing_or_unsafe_component_named(tiny_dir, tmp_path):
         idec.parse_image_decoder_config(str(broken))
 
 
+def test_missing_normaliser_weights_named(tiny_dir, tmp_path):
+    d, _ = tiny_dir
+    broken = tmp_path / "p"
+    shutil.copytree(d, broken)
+    w = broken / "image_normalizer" / "diffusion_pytorch_model.safetensors"
+    w.unlink()
+    with pytest.raises(InputError, match="image_normalizer") as e:
+        idec.ImageDecoder.load(str(broken))
+    assert str(w) in str(e.value)
+
+
 def test_other_pipeline_class_refused(tiny_dir, tmp_path):
     d, _ = tiny_dir
     other = tmp_path / "sd"
