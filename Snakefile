@@ -14,9 +14,17 @@ validate(config, f"{workflow.basedir}/config/schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/brain.smk"
 
 
 rule all:
     input:
         expand(f"{RESULTS}/prep/subj{{subject}}.h5", subject=SUBJECTS),
+        f"{RESULTS}/embed/clip.h5",
+        [f"{RESULTS}/brain/{m}/subj{s}.h5" for m, s in brain_methods()],
+        # the decoders' models, when trained here (their consumers come with the decode stage)
+        trained_sim_input("image_decoder"),
+        trained_sim_input("captioner"),
     default_target: True

@@ -200,7 +200,6 @@ def mindeye2_brainnetwork(n_voxels: int, h: int, clip_seq: int, clip_dim: int, n
     clip_seq·clip_dim)``, and the CLIP projector ``LN, GELU, Linear(d,2048), LN, GELU,
     Linear(2048,2048), LN, GELU, Linear(2048,d)`` on each token. The low-level branch is left out
     (so is ours)."""
-    import torch
     from torch import nn
 
     class Net(nn.Module):

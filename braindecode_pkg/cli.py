@@ -66,12 +66,13 @@ def _cmd_train_clip(args) -> int:
 
     from .models import train_clip
 
+    recipe, model_cfg = train_clip.PRESETS[args.preset]
     fields = {"steps": args.steps, "threads": args.threads, "batch_size": args.batch_size,
               "eval_every": args.eval_every}
-    recipe = dataclasses.replace(train_clip.Recipe(), **{k: v for k, v in fields.items() if v is not None})
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in fields.items() if v is not None})
     command = "braindecode-pkg " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     summary = train_clip.train(
-        args.out, seed=args.seed, recipe=recipe, minutes=args.minutes,
+        args.out, seed=args.seed, recipe=recipe, model_cfg=model_cfg, minutes=args.minutes,
         cache_dir=False if args.cache == "" else args.cache, workers=args.workers,
         progress=not args.quiet, command=command,
     )
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train-clip", help="train nsd-sim's own CLIP (open_clip) on procedural scenes and captions")
     s.add_argument("--out", required=True, help="output folder (open_clip local-dir: open_clip_config.json + safetensors)")
+    s.add_argument("--preset", default="default", choices=["default", "tiny"], help="recipe and architecture (tiny: seconds)")
     s.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
     s.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     s.add_argument("--minutes", type=float, default=None,

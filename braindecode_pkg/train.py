@@ -29,7 +29,6 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json

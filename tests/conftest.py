@@ -71,7 +71,6 @@ def write_mini_nsd(root: Path, *, float_betas: bool = False) -> dict:
     roi_ijk = [(1, 1, 1), (1, 2, 3), (2, 1, 1), (2, 4, 2), (3, 3, 3), (4, 1, 2), (4, 4, 1), (5, 2, 2), (5, 4, 3)]
     for ijk in roi_ijk:
         roi[ijk] = 1.0
-    func = paths.func_dir(subject)
     paths.roi_dir(subject).mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(brain, aff), paths.brainmask(subject))
     nib.save(nib.Nifti1Image(roi, aff), paths.roi(subject, "nsdgeneral"))

@@ -898,7 +898,6 @@ def _behaviour(cfg: SimConfig, design: dict, subject: int) -> list[list]:
     k10, nsd = subject_trials(design, subject, ns)
     n = len(k10)
     rng = _rng(cfg.seed, subject, _P_BEHAVIOUR)
-    mo = design["masterordering"]
     last_seen: dict[int, int] = {}
     first_seen: dict[int, int] = {}
     rows = []

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .spec import parse_json_text, read_config_file, resolve_sim
 
 __all__ = [
     "CaptionerConfig", "Captioner", "Mapper", "parse_captioner_config", "load_lm",
@@ -144,13 +145,10 @@ def _check_lm_dir(lm: Path, recorded: str | None) -> None:
 
 
 def _resolve_sim(sim_dir) -> Path:
-    if sim_dir is not None:
-        return Path(sim_dir).expanduser().resolve()
-    if (SHIPPED_SIM_CAPTIONER / CONFIG_NAME).is_file():
-        return SHIPPED_SIM_CAPTIONER
-    raise InputError(
+    return resolve_sim(
+        sim_dir, SHIPPED_SIM_CAPTIONER, CONFIG_NAME,
         f"captioner config 'sim': no nsd-sim captioner at {SHIPPED_SIM_CAPTIONER}; train one with "
-        f"`braindecode-pkg train-captioner --clip sim --out DIR` and set models.captioner to {{\"dir\": \"DIR\"}}"
+        f"`braindecode-pkg train-captioner --clip sim --out DIR` and set models.captioner to {{\"dir\": \"DIR\"}}",
     )
 
 
@@ -166,23 +164,9 @@ def parse_captioner_config(spec, *, sim_dir=None) -> CaptionerConfig:
         if text == "sim":
             spec = {"dir": "sim"}
         elif text.startswith("{"):
-            try:
-                spec = json.loads(text)
-            except ValueError as e:
-                raise InputError(f"captioner config {text!r} is not valid JSON ({e})") from None
+            spec = parse_json_text(text, "captioner config")
         elif text.endswith((".yaml", ".yml")) or (text.endswith(".json") and Path(text).name != CONFIG_NAME):
-            p = Path(text).expanduser()
-            if not p.is_file():
-                raise InputError(f"{p}: captioner config file not found")
-            try:
-                if p.suffix == ".json":
-                    spec = json.loads(p.read_text())
-                else:
-                    import yaml
-
-                    spec = yaml.safe_load(p.read_text())
-            except Exception as e:
-                raise InputError(f"{p}: cannot parse the captioner config ({e})") from None
+            spec = read_config_file(text, "captioner config")
         else:
             p = Path(text).expanduser()
             spec = {"dir": str(p.parent if p.name == CONFIG_NAME else p)}

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .spec import parse_json_text, read_config_file, resolve_sim
 
 __all__ = [
     "ClipConfig", "ClipEncoder", "parse_clip_config", "load_clip", "read_state_dict",
@@ -174,14 +175,11 @@ def _check_local_dir(d: Path) -> Path:
 
 
 def _resolve_sim(sim_dir) -> Path:
-    if sim_dir is not None:
-        return _check_local_dir(Path(sim_dir))
-    if (SHIPPED_SIM_CLIP / LOCAL_DIR_CONFIG).is_file():
-        return _check_local_dir(SHIPPED_SIM_CLIP)
-    raise InputError(
+    return _check_local_dir(resolve_sim(
+        sim_dir, SHIPPED_SIM_CLIP, LOCAL_DIR_CONFIG,
         f"CLIP config 'sim': no nsd-sim CLIP at {SHIPPED_SIM_CLIP}; train one with "
-        f"`braindecode-pkg train-clip --out DIR` and set models.clip to {{\"local_dir\": \"DIR\"}}"
-    )
+        f"`braindecode-pkg train-clip --out DIR` and set models.clip to {{\"local_dir\": \"DIR\"}}",
+    ))
 
 
 def parse_clip_config(spec, *, sim_dir=None) -> ClipConfig:
@@ -196,28 +194,14 @@ def parse_clip_config(spec, *, sim_dir=None) -> ClipConfig:
         if text == "sim":
             return ClipConfig(local_dir=_resolve_sim(sim_dir))
         if text.startswith("{"):
-            try:
-                spec = json.loads(text)
-            except ValueError as e:
-                raise InputError(f"CLIP config {text!r} is not valid JSON ({e})") from None
+            spec = parse_json_text(text, "CLIP config")
         elif text.startswith("local-dir:"):
             spec = {"local_dir": text[len("local-dir:"):]}
         elif text.endswith((".json", ".yaml", ".yml")):
             p = Path(text).expanduser()
             if not p.is_file():
                 raise InputError(f"{p}: CLIP config file not found")
-            if p.name == LOCAL_DIR_CONFIG:
-                spec = {"local_dir": str(p.parent)}
-            else:
-                try:
-                    if p.suffix == ".json":
-                        spec = json.loads(p.read_text())
-                    else:
-                        import yaml
-
-                        spec = yaml.safe_load(p.read_text())
-                except Exception as e:
-                    raise InputError(f"{p}: cannot parse the CLIP config ({e})") from None
+            spec = {"local_dir": str(p.parent)} if p.name == LOCAL_DIR_CONFIG else read_config_file(p, "CLIP config")
         elif Path(text).expanduser().is_dir():
             spec = {"local_dir": text}
         else:

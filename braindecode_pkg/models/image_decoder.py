@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .spec import parse_json_text, read_config_file, resolve_sim
 
 __all__ = [
     "ImageDecoderConfig", "ImageDecoder", "parse_image_decoder_config", "build_unclip_pipeline",
@@ -196,14 +197,11 @@ def check_pipeline_dir(d, *, variant: str | None = None, load_image_encoder: boo
 
 
 def _resolve_sim(sim_dir) -> Path:
-    if sim_dir is not None:
-        return Path(sim_dir)
-    if (SHIPPED_SIM_DECODER / "model_index.json").is_file():
-        return SHIPPED_SIM_DECODER
-    raise InputError(
+    return resolve_sim(
+        sim_dir, SHIPPED_SIM_DECODER, "model_index.json",
         f"image decoder 'sim': no nsd-sim pipeline at {SHIPPED_SIM_DECODER}; train one with "
         f"`braindecode-pkg train-image-decoder --clip sim --out DIR` and set models.image_decoder to "
-        f"{{\"pipeline_dir\": \"DIR\"}}"
+        f"{{\"pipeline_dir\": \"DIR\"}}",
     )
 
 
@@ -219,23 +217,9 @@ def parse_image_decoder_config(spec, *, sim_dir=None) -> ImageDecoderConfig:
         if text == "sim":
             spec = {"pipeline_dir": "sim"}
         elif text.startswith("{"):
-            try:
-                spec = json.loads(text)
-            except ValueError as e:
-                raise InputError(f"image decoder config {text!r} is not valid JSON ({e})") from None
+            spec = parse_json_text(text, "image decoder config")
         elif text.endswith((".json", ".yaml", ".yml")) and not text.endswith("model_index.json"):
-            p = Path(text).expanduser()
-            if not p.is_file():
-                raise InputError(f"{p}: image decoder config file not found")
-            try:
-                if p.suffix == ".json":
-                    spec = json.loads(p.read_text())
-                else:
-                    import yaml
-
-                    spec = yaml.safe_load(p.read_text())
-            except Exception as e:
-                raise InputError(f"{p}: cannot parse the image decoder config ({e})") from None
+            spec = read_config_file(text, "image decoder config")
         elif text.endswith("model_index.json"):
             spec = {"pipeline_dir": str(Path(text).expanduser().parent)}
         else:

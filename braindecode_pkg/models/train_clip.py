@@ -92,6 +92,13 @@ class Recipe:
         return d
 
 
+#: named (recipe, model config); ``tiny`` runs in seconds (tests, workflow smoke runs)
+PRESETS: dict = {
+    "default": (Recipe(), SIM_MODEL_CFG),
+    "tiny": (Recipe(steps=25, batch_size=32, lr=3e-3, warmup=3, n_train=96, n_heldout=40), TINY_MODEL_CFG),
+}
+
+
 # --------------------------------------------------------------------------------------- data
 def _rng(*keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in keys]))

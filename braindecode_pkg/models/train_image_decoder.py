@@ -7,7 +7,7 @@ unCLIP turns an OpenCLIP ViT-H-14 embedding into one. It is trained in two phase
 full-size render (cached on disk, keyed by the world version, the stream and the CLIP weights):
 
 1. an :class:`diffusers.AutoencoderKL` (reconstruction MSE + a small KL term) — its latents
-   are ``image_size / 4`` on a side with 4 channels, and its ``scaling_factor`` is set so that
+   are ``image_size / 2`` on a side with 4 channels (one downsampling block), and its ``scaling_factor`` is set so that
    they have unit variance, as Stable Diffusion's is;
 2. a :class:`diffusers.UNet2DConditionModel` denoising those latents (v-prediction, min-SNR
    weighting, exponential moving average of the weights), conditioned as unCLIP conditions

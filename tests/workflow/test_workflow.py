@@ -48,6 +48,71 @@ def test_tiny_pipeline_outputs(tiny_run):
     assert (res / "logs/preprocess/subj01.log").is_file()
 
 
+def test_tiny_pipeline_embeds_every_shown_image_with_the_shipped_clip(tiny_run):
+    import json
+
+    from braindecode_pkg.models.clip import SHIPPED_SIM_CLIP
+
+    res = tiny_run / "results"
+    shown = set()
+    for s in (1, 2, 3):
+        with h5py.File(res / f"prep/subj{s:02d}.h5") as f:
+            shown |= set(f["nsd_id"][...].tolist())
+    dim = json.loads((SHIPPED_SIM_CLIP / "open_clip_config.json").read_text())["model_cfg"]["embed_dim"]
+    with h5py.File(res / "embed/clip.h5") as e:
+        assert e["nsd_id"][...].tolist() == sorted(shown)
+        pooled = e["image_pooled"][...]
+        assert pooled.shape == (len(shown), dim) and np.allclose(np.linalg.norm(pooled, axis=1), 1, atol=1e-4)
+        assert e["image_tokens"].shape[0] == len(shown) and e["done"][...].all()
+        assert (e["n_captions"][...] == 5).all() and e["text"].shape == (len(shown), 5, dim)
+        assert str(SHIPPED_SIM_CLIP) in e.attrs["clip_config"]
+    assert not (res / "models/nsd-sim").exists()  # shipped weights: no sim model trained
+
+
+def test_tiny_pipeline_brain_embeddings_for_every_method(tiny_run):
+    """tiny.yaml: subjects 1-2 pretrained on, subject 3 held out and adapted from 1 session."""
+    res = tiny_run / "results"
+    with h5py.File(res / "embed/clip.h5") as e:
+        dim = e["image_pooled"].shape[1]
+    expected = [("pretrain", 1), ("pretrain", 2), ("ridge-all", 1), ("ridge-all", 2),
+                ("adapt-k1", 3), ("scratch-k1", 3), ("ridge-k1", 3)]
+    for method, s in expected:
+        with h5py.File(res / f"brain/{method}/subj{s:02d}.h5") as f, h5py.File(res / f"prep/subj{s:02d}.h5") as p:
+            test_ids = np.unique(p["nsd_id"][...][p["is_test"][...]])
+            assert f["nsd_id"][...].tolist() == test_ids.tolist()
+            for protocol in ("avg_betas", "avg_outputs"):
+                pooled = f[f"{protocol}/pooled"][...]
+                assert pooled.shape == (len(test_ids), dim) and np.isfinite(pooled).all()
+            assert f.attrs["method"] == method
+    import json
+
+    info = json.loads((res / "models/brain/adapt-k1/config.json").read_text())
+    assert "3" in json.dumps(info) and (res / "models/brain/adapt-k1/train_log.tsv").is_file()
+
+
+def test_sim_models_trained_by_the_workflow_feed_the_embed_stage(tmp_path):
+    """models.sim_weights: train (tiny recipes): the CLIP, image decoder and captioner are trained
+    here, each saved in its real-checkpoint format, and embed uses the CLIP trained here."""
+    import json
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("subjects: [1, 2]\nsim: {preset: tiny, seed: 0, overrides: {sessions: 1}}\n"
+                   "models: {clip: sim, image_decoder: sim, captioner: sim, sim_weights: train, sim_preset: tiny}\n"
+                   "brain: {heldout: null}\n")
+    sim = tmp_path / "results/models/nsd-sim"
+    targets = ["results/embed/clip.h5", "results/models/nsd-sim/image_decoder/model_index.json",
+               "results/models/nsd-sim/captioner/config.json"]
+    r = run_snakemake(tmp_path, *targets, "--configfile", str(cfg))
+    assert r.returncode == 0, r.stderr[-4000:]
+    clip_cfg = json.loads((sim / "clip/open_clip_config.json").read_text())
+    assert (sim / "clip/open_clip_model.safetensors").is_file()
+    assert json.loads((sim / "image_decoder/model_index.json").read_text())["_class_name"] == "StableUnCLIPImg2ImgPipeline"
+    assert (sim / "captioner/model.safetensors").is_file() and (sim / "captioner/lm/model.safetensors").is_file()
+    with h5py.File(tmp_path / "results/embed/clip.h5") as e:
+        assert e["image_pooled"].shape[1] == clip_cfg["model_cfg"]["embed_dim"]
+        assert str(sim / "clip") in e.attrs["clip_config"] or "nsd-sim/clip" in e.attrs["clip_config"]
+
+
 def test_rerun_has_nothing_to_do(tiny_run):
     r = run_snakemake(tiny_run, "--configfile", str(REPO / "config/tiny.yaml"), "-n")
     assert r.returncode == 0 and "Nothing to be done" in (r.stdout + r.stderr)
@@ -60,4 +125,16 @@ def test_config_failing_the_schema_stops_before_any_job(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode != 0
     assert "preprocess" in out and "format" in out and "'mat' is not one of ['hdf5', 'nifti']" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_real_weights_stop_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    missing = tmp_path / "no-such-unclip"
+    bad.write_text(f"models: {{clip: sim, image_decoder: {{pipeline_dir: {missing}}}, captioner: sim, "
+                   "sim_weights: shipped, sim_preset: default}\n")
+    r = run_snakemake(tmp_path, "--configfile", str(bad), "-n")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "models.image_decoder" in out and str(missing) in out
     assert not (tmp_path / "results").exists()

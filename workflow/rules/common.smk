@@ -23,3 +23,108 @@ def sim_overrides():
     config["sim"]["overrides"]."""
     items = {"subjects": config["subjects"], **config["sim"].get("overrides", {})}.items()
     return " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in items)
+
+MODELS = config["models"]
+# nsd-sim's own models trained by this workflow (models.sim_weights: train) rather than shipped
+TRAIN_SIM = MODELS["sim_weights"] == "train"
+SIM_MODELS = f"{RESULTS}/models/nsd-sim"
+# the file each trained sim model's folder is known by
+SIM_MODEL_FILE = {
+    "clip": "open_clip_config.json",
+    "image_decoder": "model_index.json",
+    "captioner": "config.json",
+}
+
+
+def model_arg(kind):
+    """The command-line value of a model config: 'sim' or its JSON."""
+    value = MODELS[kind]
+    return shlex.quote(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
+
+
+def trained_sim(kind):
+    """The folder of sim model `kind` when this workflow trains it and the config uses it, else None."""
+    return f"{SIM_MODELS}/{kind}" if TRAIN_SIM and MODELS[kind] == "sim" else None
+
+
+def trained_sim_input(kind):
+    """Input function: the trained sim model's marker file, or nothing (shipped or real weights)."""
+    d = trained_sim(kind)
+    return [f"{d}/{SIM_MODEL_FILE[kind]}"] if d else []
+
+
+def sim_dir_opt(kind, flag):
+    """`--sim-clip DIR`-style option pointing a stage at a sim model trained here (else empty)."""
+    d = trained_sim(kind)
+    return f"{flag} {shlex.quote(d)}" if d else ""
+
+
+def check_model_configs():
+    """Real weights named in models.* must exist: one clear message before any job runs.
+
+    Only the paths are checked (nothing is loaded); "sim" needs no check (shipped or trained here).
+    """
+    import importlib
+
+    from braindecode_pkg.errors import InputError
+
+    parsers = {
+        "clip": ("braindecode_pkg.models.clip", "parse_clip_config"),
+        "image_decoder": ("braindecode_pkg.models.image_decoder", "parse_image_decoder_config"),
+        "captioner": ("braindecode_pkg.models.captioner", "parse_captioner_config"),
+    }
+    for kind, (module, name) in parsers.items():
+        if MODELS[kind] != "sim":
+            try:
+                getattr(importlib.import_module(module), name)(MODELS[kind])
+            except InputError as e:
+                raise ValueError(f"config models.{kind}: {e}") from None
+
+
+check_model_configs()
+
+
+BRAIN = config["brain"]
+HELDOUT = None if BRAIN["heldout"] is None else f"{BRAIN['heldout']:02d}"
+if HELDOUT is not None and HELDOUT not in SUBJECTS:
+    raise ValueError(f"config brain.heldout: subject {BRAIN['heldout']} is not in subjects {config['subjects']}")
+PRETRAIN_SUBJECTS = [s for s in SUBJECTS if s != HELDOUT]
+if not PRETRAIN_SUBJECTS:
+    raise ValueError("config brain.heldout: no subject left to pretrain on")
+KS = sorted(BRAIN["sessions"]) if HELDOUT is not None else []
+EMBED = f"{RESULTS}/embed/clip.h5"
+BRAIN_MODELS = f"{RESULTS}/models/brain"
+
+
+def prep_file(subject):
+    return f"{RESULTS}/prep/subj{subject}.h5"
+
+
+def regime_sets(regime):
+    """`--set SECTION.KEY=VALUE` options of a regime's run config (adapt/scratch inherit pretrain's
+    model and loss sections unless they give their own)."""
+    sections = dict(BRAIN[regime])
+    if regime != "pretrain":
+        for sec in ("model", "loss"):
+            sections.setdefault(sec, BRAIN["pretrain"].get(sec, {}))
+        if regime == "adapt":
+            sections.pop("model", None)  # the architecture comes from the pretrained model
+    return " ".join(
+        f"--set {shlex.quote(f'{sec}.{k}={json.dumps(v)}')}"
+        for sec, values in sections.items() for k, v in (values or {}).items()
+    )
+
+
+def brain_methods():
+    """(method, subject) pairs whose test-set brain embeddings the workflow produces."""
+    pairs = [("pretrain", s) for s in PRETRAIN_SUBJECTS] + [("ridge-all", s) for s in PRETRAIN_SUBJECTS]
+    for k in KS:
+        pairs += [(f"{m}-k{k}", HELDOUT) for m in ("adapt", "scratch", "ridge")]
+    return pairs
+
+
+def method_model(wc):
+    """The model folder's weights file a method's embeddings come from."""
+    if wc.method.startswith("ridge-"):
+        return f"{BRAIN_MODELS}/{wc.method}/subj{wc.subject}/model.safetensors"
+    return f"{BRAIN_MODELS}/{wc.method}/model.safetensors"
