@@ -138,3 +138,14 @@ def test_missing_real_weights_stop_before_any_job(tmp_path):
     assert r.returncode != 0
     assert "models.image_decoder" in out and str(missing) in out
     assert not (tmp_path / "results").exists()
+
+
+def test_real_nsd_config_builds_its_dag(tmp_path):
+    """config/nsd.yaml (subjects 1, 2, 5, 7; 7 held out) plans every stage without touching data."""
+    r = run_snakemake(tmp_path, "--configfile", str(REPO / "config/nsd.yaml"), "-n")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    for rule, count in (("preprocess", 4), ("embed", 1), ("pretrain", 1), ("adapt", 3), ("scratch", 3),
+                        ("ridge", 6), ("infer", 15)):
+        assert any(line.split() == [rule, str(count)] for line in out.splitlines()), (rule, out[-3000:])
+    assert "simulate" not in out.split("Job stats")[1].split("\n\n")[0]
