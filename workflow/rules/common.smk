@@ -53,6 +53,18 @@ def trained_sim_input(kind):
     return [f"{d}/{SIM_MODEL_FILE[kind]}"] if d else []
 
 
+def clip_input():
+    """What the embed stage reads besides the data: the sim CLIP trained here, or the shipped
+    weights file (so that new shipped weights re-embed); real weights are checked at parse time."""
+    if MODELS["clip"] != "sim":
+        return []
+    if TRAIN_SIM:
+        return trained_sim_input("clip")
+    from braindecode_pkg.models.clip import SHIPPED_SIM_CLIP
+
+    return [str(SHIPPED_SIM_CLIP / "open_clip_model.safetensors")]
+
+
 def sim_dir_opt(kind, flag):
     """`--sim-clip DIR`-style option pointing a stage at a sim model trained here (else empty)."""
     d = trained_sim(kind)

@@ -1,7 +1,7 @@
 rule embed:
     input:
         nsd_ready,
-        trained_sim_input("clip"),
+        clip_input(),
     output:
         f"{RESULTS}/embed/clip.h5",
     params:
