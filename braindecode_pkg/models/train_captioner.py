@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .progress import fit_budget, step_bar, tick
+
 from ..errors import InputError
 
 #: the nsd-sim language model (a ``GPT2Config``; vocabulary and special tokens come from the tokenizer)
@@ -373,11 +375,7 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
         total = int(recipe.steps)
         order = np.empty(0, np.int64)
         losses: list[float] = []
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, unit="step", desc="train captioner")
+        bar = step_bar(progress, total, "train captioner")
         mapper.train()
         curve: list[dict] = []
         t_eval_curve = 0.0
@@ -406,10 +404,7 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
             opt.step()
             losses.append(float(loss.detach()))
             step += 1
-            if bar is not None:
-                bar.update(1)
-                if step % 20 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            tick(bar, losses)
             if recipe.eval_every and step % recipe.eval_every == 0 and step < total:
                 te = time.time()
                 mapper.eval()
@@ -431,14 +426,7 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
             if callback is not None and callback_every and step % callback_every == 0:
                 callback(step, cap, heldout)
             if minutes is not None and step == recipe.warmup + 5:
-                per_step = (time.time() - t_train) / step
-                budget = minutes * 60 - (time.time() - t_start) - 15
-                fit = step + int(max(0.0, budget) / per_step)
-                if fit < total:
-                    total = max(step + 1, fit)
-                    if bar is not None:
-                        bar.total = total
-                        bar.refresh()
+                total = fit_budget(step, total, t_train, minutes * 60 - (t_train - t_start) - 15, bar)
         if bar is not None:
             bar.close()
         t_train = time.time() - t_train - t_eval_curve

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .progress import fit_budget, step_bar, tick
+
 SIM_ARCH = "nsd-sim-clip"
 
 #: the nsd-sim CLIP architecture (an open_clip ``model_cfg``), registered as :data:`SIM_ARCH`
@@ -323,11 +325,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
         causal = model.text.attn_mask
         model.train()
         t_train = time.time()
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, unit="step", desc="train CLIP")
+        bar = step_bar(progress, total, "train CLIP")
         step = 0
         while step < total:
             if len(order) < recipe.batch_size:
@@ -365,19 +363,9 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
                               "image_to_caption_top1": round(m["image_to_caption_top1"], 4),
                               "loss": round(float(np.mean(losses[-50:])), 4)})
                 log(json.dumps(curve[-1]))
-            if bar is not None:
-                bar.update(1)
-                if step % 20 == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            tick(bar, losses)
             if minutes is not None and step == recipe.warmup + 5:
-                per_step = (time.time() - t_train) / step
-                budget = minutes * 60 - (time.time() - t_start) - 10
-                fit = step + int(max(0.0, budget) / per_step)
-                if fit < total:
-                    total = max(step + 1, fit)
-                    if bar is not None:
-                        bar.total = total
-                        bar.refresh()
+                total = fit_budget(step, total, t_train, minutes * 60 - (t_train - t_start) - 10, bar)
         if bar is not None:
             bar.close()
         model.text.attn_mask = causal

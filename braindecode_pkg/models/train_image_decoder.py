@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .progress import fit_budget, step_bar, tick
+
 #: the nsd-sim decoder's VAE (``AutoencoderKL`` kwargs): 32 px -> 16x16x4 latents
 VAE_CFG: dict = {
     "in_channels": 3, "out_channels": 3, "latent_channels": 4,
@@ -242,14 +244,6 @@ def _lr_at(step: int, lr: float, min_lr: float, warmup: int, total: int) -> floa
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def _fit(step: int, total: int, t0: float, budget_s: float | None) -> int:
-    """Shorten ``total`` so that the phase started at ``t0`` fits ``budget_s`` (never lengthen)."""
-    if budget_s is None:
-        return total
-    per = (time.time() - t0) / step
-    return max(step + 1, min(total, step + int(max(0.0, budget_s - (time.time() - t0)) / per)))
-
-
 def _to_x(u8, torch):
     return torch.from_numpy(np.ascontiguousarray(u8)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
@@ -264,7 +258,7 @@ def train_vae(vae, images, recipe: Recipe, seed: int, *, budget_s=None, progress
     warm = min(50, max(1, total // 10))
     losses = []
     vae.train()
-    bar = _bar(progress, total, "train VAE")
+    bar = step_bar(progress, total, "train VAE")
     t0 = time.time()
     step = 0
     while step < total:
@@ -290,14 +284,9 @@ def train_vae(vae, images, recipe: Recipe, seed: int, *, budget_s=None, progress
         opt.step()
         losses.append(float(mse.detach()))
         step += 1
-        if bar is not None:
-            bar.update(1)
-            if step % 20 == 0:
-                bar.set_postfix(mse=f"{np.mean(losses[-20:]):.4f}")
+        tick(bar, losses, "mse", ".4f")
         if step == warm + 5:
-            total = _fit(step, total, t0, budget_s)
-            if bar is not None:
-                bar.total = total
+            total = fit_budget(step, total, t0, budget_s, bar)
     if bar is not None:
         bar.close()
     vae.eval()
@@ -364,7 +353,7 @@ def train_unet(pipe, lat_mean, lat_std, embeds, recipe: Recipe, seed: int, *, bu
     probe = _probe_batch(pipe, mean_all, emb_all, recipe, seed)
     probe_before = _probe_loss(unet, probe)
     unet.train()
-    bar = _bar(progress, total, "train UNet")
+    bar = step_bar(progress, total, "train UNet")
     t0 = time.time()
     order = np.empty(0, np.int64)
     step = 0
@@ -402,14 +391,9 @@ def train_unet(pipe, lat_mean, lat_std, embeds, recipe: Recipe, seed: int, *, bu
                 e.lerp_(p.detach(), 1 - d)
         losses.append(float(loss.detach()))
         step += 1
-        if bar is not None:
-            bar.update(1)
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        tick(bar, losses, "loss", ".4f")
         if step == recipe.warmup + 5 or (budget_s is not None and step == 10 and step < recipe.warmup):
-            total = _fit(step, total, t0, budget_s)
-            if bar is not None:
-                bar.total = total
+            total = fit_budget(step, total, t0, budget_s, bar)
     if bar is not None:
         bar.close()
     with torch.no_grad():
@@ -449,14 +433,6 @@ def _probe_loss(unet, probe) -> float:
         pred = unet(probe["x"], probe["t"], encoder_hidden_states=probe["ctx"], class_labels=probe["cond"]).sample
     unet.train(was)
     return float(((pred - probe["target"]) ** 2).mean())
-
-
-def _bar(progress, total, desc):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="step", desc=desc)
 
 
 def evaluate(decoder, encoder, heldout: dict, recipe: Recipe, seed: int = 0) -> dict:
