@@ -140,6 +140,20 @@ class Targets:
         return {k: tuple(v.shape[1:]) for k, v in self.arrays.items()}
 
 
+def find_rows(all_ids, ids, where, what: str = "row") -> np.ndarray:
+    """Rows of ``ids`` in the sorted id column ``all_ids`` of file ``where``; a missing id is an
+    :class:`InputError` naming the file and the first missing id."""
+    all_ids = np.asarray(all_ids, np.int64)
+    ids = np.asarray(ids, np.int64).reshape(-1)
+    rows = np.searchsorted(all_ids, ids)
+    ok = (rows < len(all_ids)) & (all_ids[np.minimum(rows, len(all_ids) - 1)] == ids)
+    if not ok.all():
+        miss = ids[~ok]
+        raise InputError(f"{where}: no {what} for nsd id {int(miss[0])}"
+                         f"{f' (and {len(miss) - 1} more)' if len(miss) > 1 else ''}")
+    return rows
+
+
 def _read_keyed(path: Path, datasets: dict, ids, kind: str) -> tuple[np.ndarray, dict]:
     import h5py
 
@@ -158,13 +172,7 @@ def _read_keyed(path: Path, datasets: dict, ids, kind: str) -> tuple[np.ndarray,
         if ids is None:
             rows = np.arange(len(all_ids))
         else:
-            ids = np.unique(np.asarray(ids, np.int64))
-            rows = np.searchsorted(all_ids, ids)
-            ok = (rows < len(all_ids)) & (all_ids[np.minimum(rows, len(all_ids) - 1)] == ids)
-            if not ok.all():
-                miss = ids[~ok]
-                raise InputError(f"{path}: no row for nsd id {int(miss[0])} (and {len(miss) - 1} more images "
-                                 f"the trials need)")
+            rows = find_rows(all_ids, np.unique(np.asarray(ids, np.int64)), path)
         out = {}
         for head, name in datasets.items():
             if name not in f:

@@ -104,3 +104,14 @@ def write_mini_nsd(root: Path, *, float_betas: bool = False) -> dict:
 @pytest.fixture
 def mini_nsd(tmp_path) -> dict:
     return write_mini_nsd(tmp_path / "nsd")
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (the suite's processes share 2 cores); restored after."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

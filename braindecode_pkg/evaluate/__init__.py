@@ -1,1 +1,11 @@
-"""Evaluation: retrieval, the nsd-sim oracle (and, later, the image and caption metric battery)."""
+"""Evaluation: retrieval, the nsd-sim oracle, the image and caption metric battery, bootstrap CIs.
+
+- :mod:`.retrieval`: top-1 retrieval among random candidates, brain→image and image→brain.
+- :mod:`.oracle`: nsd-sim's oracle (the generating model's own likelihood).
+- :mod:`.images`: PixCorr, SSIM, two-way identification and correlation distance of feature
+  nets (AlexNet 2/5, InceptionV3, EfficientNet-B1, SwAV; local weights only), CLIP features,
+  per image, following MindEye2's protocol.
+- :mod:`.captions`: BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap), CLIP-S, and nsd-sim's
+  attribute accuracy, per caption.
+- :mod:`.bootstrap`: percentile bootstrap intervals of per-item metrics, across subjects too.
+"""

@@ -218,22 +218,18 @@ def blur(images, sigma_fraction: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------- metrics
 def two_way_identification(pred: np.ndarray, true: np.ndarray) -> float:
     """MindEye's two-way identification: mean over i of the fraction of j != i with
-    corr(pred_i, true_j) < corr(pred_i, true_i) (Pearson correlation of feature vectors)."""
-    p = np.asarray(pred, np.float64)
-    t = np.asarray(true, np.float64)
-    p = (p - p.mean(1, keepdims=True)) / p.std(1, keepdims=True)
-    t = (t - t.mean(1, keepdims=True)) / t.std(1, keepdims=True)
-    r = p @ t.T / p.shape[1]
-    n = len(r)
-    return float(np.mean((r < np.diag(r)[:, None]).sum(1) / (n - 1)))
+    corr(pred_i, true_j) < corr(pred_i, true_i) (Pearson correlation of feature vectors);
+    the mean of :func:`braindecode_pkg.evaluate.images.two_way`."""
+    from ..evaluate.images import two_way
+
+    return float(two_way(pred, true).mean())
 
 
 def clip_two_way(encoder, images, true_embeds, size: int | None = 425) -> float:
     """Two-way identification of images by the encoder's pooled embeddings (images resized to ``size`` first)."""
-    from .image_decoder import resize_uint8
+    from ..evaluate.images import clip_features
 
-    x = resize_uint8(images, size) if size else images
-    return two_way_identification(encoder.encode_images(x, what=("pooled",))["pooled"], true_embeds)
+    return two_way_identification(clip_features(encoder, images, size), true_embeds)
 
 
 # --------------------------------------------------------------------------------- training

@@ -25,12 +25,7 @@ from braindecode_pkg.models import train_image_decoder as tid  # noqa: E402
 D = 12  # embedding width: distinct from every other dimension here
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
