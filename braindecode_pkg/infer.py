@@ -18,6 +18,10 @@ dataset                   shape                 content
 
 Attributes: ``subject``, ``method``, ``model`` (path), ``model_kind``, ``prep``, ``protocols``
 (JSON descriptions), ``sessions`` (sessions the test trials come from), ``prior_seed``.
+``true_embedding`` writes a file of the same layout whose "predictions" are the stimuli's own
+CLIP embeddings (the embed stage's, every head it holds, identical under both protocols): fed to
+the decoders, it gives the decoder stack's ceiling (method ``true_embedding``).
+
 Models are a brain model directory (:class:`~.models.brain.BrainModel`) or a ridge model
 directory (:class:`~.ridge.RidgeModel`), told apart by ``config.json``'s ``kind``.
 """
@@ -31,7 +35,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["infer", "load_any_model", "predict", "PROTOCOLS"]
+__all__ = ["infer", "true_embedding", "load_any_model", "predict", "PROTOCOLS"]
 
 PROTOCOLS = {
     "avg_betas": "betas of an image's repeats averaged, then one forward pass",
@@ -99,10 +103,7 @@ def _prior(model, res: dict, seed: int, batch_size: int) -> np.ndarray:
 def infer(model_dir, prep, out, *, subject=None, method: str | None = None, protocols=tuple(PROTOCOLS),
           prior: bool = False, prior_seed: int = 0, batch_size: int = 512, threads: int | None = None) -> Path:
     """Write the test-set embeddings file ``out`` (see the module docstring); return its path."""
-    import h5py
-
     from .brain_data import load_subject, test_groups
-    from .io import atomic_path
 
     if threads:
         import torch
@@ -130,8 +131,30 @@ def infer(model_dir, prep, out, *, subject=None, method: str | None = None, prot
             if prior and kind == "brain":
                 avg["prior"] = _prior(model, avg, prior_seed, batch_size)
             results[p] = avg
-    out = Path(out)
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+    _write(out, ids, groups, results, subject=tr.key, method=method, model=str(model_dir), kind=kind, prep=prep,
+           protocols=protocols, sessions=tr.session, prior_seed=prior_seed)
+    return Path(out)
+
+
+def true_embedding(prep, embed, out, *, subject=None, protocols=tuple(PROTOCOLS)) -> Path:
+    """Write ``out`` (the infer layout) with the true CLIP embeddings of the subject's test images."""
+    from .brain_data import load_subject, load_targets, test_groups
+
+    tr = load_subject(prep, split="test", sessions="all", subject=subject)
+    ids, groups = test_groups(tr)
+    targets = load_targets(embed, heads="available", ids=ids)
+    results = {p: dict(targets.arrays) for p in protocols}
+    _write(out, ids, groups, results, subject=tr.key, method="true_embedding", model=str(embed),
+           kind="true_embedding", prep=prep, protocols=protocols, sessions=tr.session, prior_seed=0)
+    return Path(out)
+
+
+def _write(out, ids, groups, results, *, subject, method, model, kind, prep, protocols, sessions, prior_seed):
+    import h5py
+
+    from .io import atomic_path
+
+    with atomic_path(Path(out)) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("nsd_id", data=ids.astype(np.int64), track_times=False)
         f.create_dataset("n_repeats", data=np.array([len(g) for g in groups], np.int64), track_times=False)
         for p, res in results.items():
@@ -139,12 +162,11 @@ def infer(model_dir, prep, out, *, subject=None, method: str | None = None, prot
             for h, v in res.items():
                 grp.create_dataset(h, data=v.astype(np.float32), track_times=False)
         a = f.attrs
-        a["subject"] = tr.key
+        a["subject"] = subject
         a["method"] = method
-        a["model"] = str(model_dir)
+        a["model"] = model
         a["model_kind"] = kind
         a["prep"] = str(prep)
         a["protocols"] = json.dumps({p: PROTOCOLS[p] for p in protocols})
-        a["sessions"] = np.unique(tr.session).astype(np.int64)
+        a["sessions"] = np.unique(sessions).astype(np.int64)
         a["prior_seed"] = int(prior_seed)
-    return out

@@ -24,7 +24,8 @@ def cosine_similarity(a, b) -> np.ndarray:
 
 
 def retrieval(brain, image, *, n_candidates: int = 300, n_draws: int = 30, seed: int = 0,
-              k: int = 1, similarity: np.ndarray | None = None, loglik: bool = False) -> dict:
+              k: int = 1, similarity: np.ndarray | None = None, loglik: bool = False,
+              per_item: bool = False) -> dict:
     """``{"brain_to_image": top-k, "image_to_brain": top-k, "n_candidates", "n_draws", "n"}``.
 
     Row ``i`` of ``brain`` and of ``image`` belong to the same test image. ``similarity`` may be
@@ -40,19 +41,31 @@ def retrieval(brain, image, *, n_candidates: int = 300, n_draws: int = 30, seed:
     m = min(int(n_candidates), n)
     rng = np.random.default_rng(seed)
     b2i, i2b = [], []
+    seen = np.zeros(n)
+    hits = {"b2i": np.zeros(n), "i2b": np.zeros(n)}
     for _ in range(int(n_draws)):
         idx = np.sort(rng.choice(n, m, replace=False))
         s = sim[np.ix_(idx, idx)]
         diag = np.diag(s)
         # rank of the true item: number of candidates strictly more similar (+ earlier ties)
-        b2i.append(np.mean(_hits(s, diag, k)))
+        h = _hits(s, diag, k)
+        b2i.append(np.mean(h))
+        hits["b2i"][idx] += h
         if loglik:
             mx = s.max(axis=1, keepdims=True)
             s = s - (mx + np.log(np.exp(s - mx).sum(axis=1, keepdims=True)))
             diag = np.diag(s)
-        i2b.append(np.mean(_hits(s.T, diag, k)))
-    return {"brain_to_image": float(np.mean(b2i)), "image_to_brain": float(np.mean(i2b)),
-            "n_candidates": m, "n_draws": int(n_draws), "n": n, "k": int(k)}
+        h = _hits(s.T, diag, k)
+        i2b.append(np.mean(h))
+        hits["i2b"][idx] += h
+        seen[idx] += 1
+    out = {"brain_to_image": float(np.mean(b2i)), "image_to_brain": float(np.mean(i2b)),
+           "n_candidates": m, "n_draws": int(n_draws), "n": n, "k": int(k)}
+    if per_item:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["brain_to_image_items"] = np.where(seen > 0, hits["b2i"] / seen, np.nan)
+            out["image_to_brain_items"] = np.where(seen > 0, hits["i2b"] / seen, np.nan)
+    return out
 
 
 def _hits(s, diag, k):

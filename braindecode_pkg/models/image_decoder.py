@@ -551,6 +551,26 @@ class ImageDecoder:
             out = resize_uint8(out, size)
         return out
 
+    def decode_latents(self, latents, batch_size: int = 64) -> np.ndarray:
+        """(n, H, W, 3) uint8 images from unscaled VAE latents (n, c, h, w) — the pipeline's VAE
+        decoder, e.g. for a brain model's low-level (blurry) head."""
+        import torch
+
+        z = np.asarray(latents, np.float32)
+        vae = self.pipe.vae
+        want = (int(vae.config.latent_channels), self.image_size // self.vae_scale_factor)
+        if z.ndim != 4 or z.shape[1] != want[0] or z.shape[2:] != (want[1], want[1]):
+            raise InputError(f"latents: expected (n, {want[0]}, {want[1]}, {want[1]}) (the pipeline's VAE latents), "
+                             f"got {z.shape}")
+        out = []
+        with torch.inference_mode():
+            for a in range(0, len(z), batch_size):
+                x = torch.from_numpy(z[a:a + batch_size]).to(device=self.device, dtype=vae.dtype)
+                img = vae.decode(x, return_dict=False)[0]
+                img = (img.float() / 2 + 0.5).clamp(0, 1)
+                out.append(np.round(img.permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8))
+        return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
+
     @staticmethod
     def _generator(seed: int, i: int):
         import torch

@@ -1,0 +1,266 @@
+"""Decode: brain-predicted CLIP embeddings → retrieved images, reconstructions and captions.
+
+Reads one test-set embeddings file of the infer stage (``results/brain/{method}/subjAA.h5``,
+one protocol of it, default ``avg_betas``) and writes one folder per (method, subject):
+
+=========================  ==========================================================================
+``decode.h5``              ``nsd_id`` (n,) int64 sorted test images; ``retrieved`` (n, k) int64: the
+                           nsd ids of the k test images whose true CLIP embedding is most similar
+                           (cosine) to the prediction, best first; ``best_of_n`` (n,) int64: the
+                           sample kept; ``sample_similarity`` (n, n_samples) float32: cosine
+                           similarity of each sample's CLIP embedding to the prediction (NaN when
+                           n_samples = 1: no CLIP pass is needed). Attributes: ``method``,
+                           ``subject``, ``protocol``, ``brain`` (input file), ``settings`` and
+                           ``models`` (JSON), ``decoded_norm`` (see Scale; NaN if not rescaled)
+``images/{nsd_id:05d}.png``  the reconstruction (the best of n samples)
+``blurry/{nsd_id:05d}.png``  the low-level reconstruction: the image decoder's VAE decoding of the
+                           predicted latent, when the brain file has a ``latent`` head; the
+                           reconstructions are then img2img from it (``strength``)
+``captions.tsv``           ``nsd_id``, ``caption``: the caption decoder's caption of the prediction
+=========================  ==========================================================================
+
+Scale: a contrastive brain model predicts a direction in CLIP space, not a norm (its outputs'
+norms are arbitrary, e.g. ~25 where CLIP's are 1). With ``match_norm`` (default) every
+prediction is rescaled to the mean norm of the embed file's image embeddings — the norm the
+decoders were trained on — before it is decoded; retrieval (cosine) does not depend on it.
+
+Best of n (MindEye2): each prediction is decoded ``n_samples`` times with different seeds, each
+sample is embedded by the CLIP model, and the one most similar to the predicted embedding is kept.
+The folder is written under a temporary name and renamed when complete.
+
+The decoders read the CLIP model's pooled image embedding; the prediction must have the width they
+were trained on (a CLIP/decoder mismatch is an error here, before anything is generated).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["DecodeSettings", "Decoders", "decode", "read_predictions", "retrieve", "image_name", "read_captions_tsv",
+           "read_images", "true_embeddings"]
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How predictions are decoded (config section ``decode``)."""
+
+    protocol: str = "avg_betas"
+    n_samples: int = 1
+    seed: int = 0
+    guidance_scale: float | None = None  # None: the image decoder's default
+    num_inference_steps: int | None = None
+    strength: float | None = None  # img2img from the blurry image (only with a latent head)
+    top_k: int = 5
+    match_norm: bool = True  # rescale predictions to the mean norm of the CLIP image embeddings
+    caption_beams: int = 1
+    max_new_tokens: int = 40
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if int(self.n_samples) < 1 or int(self.top_k) < 1 or int(self.batch_size) < 1:
+            raise InputError(f"decode settings: n_samples, top_k and batch_size must be >= 1 "
+                             f"(got {self.n_samples}, {self.top_k}, {self.batch_size})")
+
+
+def image_name(nsd_id: int) -> str:
+    return f"{int(nsd_id):05d}.png"
+
+
+def read_predictions(brain_h5, protocol: str = "avg_betas") -> tuple[np.ndarray, dict, dict]:
+    """``(nsd_id, {head: array}, attrs)`` of one protocol of an infer-stage file."""
+    import h5py
+
+    p = Path(brain_h5)
+    if not p.is_file():
+        raise InputError(f"{p}: brain embeddings file not found (the infer stage's output)")
+    with h5py.File(p, "r") as f:
+        if protocol not in f:
+            have = [k for k in f if isinstance(f[k], h5py.Group)]
+            raise InputError(f"{p}: no protocol {protocol!r}; the file has {have}")
+        ids = f["nsd_id"][:].astype(np.int64)
+        heads = {k: f[protocol][k][:] for k in f[protocol]}
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    if "pooled" not in heads:
+        raise InputError(f"{p}: protocol {protocol!r} has no pooled prediction (heads {sorted(heads)}); the image "
+                         f"and caption decoders read pooled CLIP embeddings")
+    return ids, heads, attrs
+
+
+def true_embeddings(embed, ids) -> np.ndarray:
+    """The embed stage's pooled image embeddings of ``ids`` (sorted)."""
+    from .brain_data import load_targets
+
+    return load_targets(embed, heads=("pooled",), ids=ids).arrays["pooled"]
+
+
+def mean_norm(embed, max_rows: int = 4096) -> float:
+    """Mean L2 norm of (up to ``max_rows`` of) the embed file's pooled image embeddings."""
+    import h5py
+
+    with h5py.File(embed, "r") as f:
+        if "image_pooled" not in f:
+            raise InputError(f"{embed}: no image_pooled (embed with --what pooled or both)")
+        x = f["image_pooled"][:max_rows].astype(np.float64)
+    return float(np.linalg.norm(x, axis=1).mean())
+
+
+def retrieve(pred, true, ids, k: int = 5) -> np.ndarray:
+    """(n, k) nsd ids of the candidates (rows of ``true``) most similar to each prediction."""
+    from .evaluate.retrieval import cosine_similarity
+
+    sim = cosine_similarity(pred, true)
+    k = min(int(k), sim.shape[1])
+    order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return np.asarray(ids, np.int64)[order]
+
+
+def _write_png(path: Path, img: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.asarray(img, np.uint8), "RGB").save(path, optimize=False)
+
+
+def _check_width(what: str, want: int, got: int, brain_h5) -> None:
+    if int(want) != int(got):
+        raise InputError(f"{brain_h5}: predictions are {got}-d but the {what} reads {want}-d CLIP embeddings; "
+                         f"models.clip must be the CLIP space the decoders were trained in")
+
+
+class Decoders:
+    """The image decoder, the caption decoder and (for best of n) the CLIP model, loaded once for
+    many decode calls."""
+
+    def __init__(self, image_decoder="sim", captioner="sim", clip="sim", sim_dirs: dict | None = None):
+        from .models.captioner import Captioner
+        from .models.image_decoder import ImageDecoder
+
+        sim_dirs = sim_dirs or {}
+        self.image = ImageDecoder.load(image_decoder, sim_dir=sim_dirs.get("image_decoder"))
+        self.caption = Captioner.load(captioner, sim_dir=sim_dirs.get("captioner"))
+        self._clip_spec = (clip, sim_dirs.get("clip"))
+        self._clip = None
+
+    @property
+    def clip(self):
+        if self._clip is None:
+            from .models.clip import ClipEncoder
+
+            self._clip = ClipEncoder.load(self._clip_spec[0], sim_dir=self._clip_spec[1])
+        return self._clip
+
+    def describe(self, with_clip: bool) -> dict:
+        d = {"image_decoder": self.image.describe(), "captioner": self.caption.describe()}
+        if with_clip:
+            d["clip"] = self.clip.describe()
+        return d
+
+
+def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", clip="sim",
+           sim_dirs: dict | None = None, settings: DecodeSettings | None = None, threads: int | None = None,
+           progress: bool = False, decoders: Decoders | None = None) -> Path:
+    """Write the decode folder ``out_dir`` (see the module docstring) for one infer-stage file;
+    ``decoders`` (already loaded) replaces the three model configs."""
+    import h5py
+    import torch
+
+    from .io import atomic_dir
+
+    s = settings or DecodeSettings()
+    if threads:
+        torch.set_num_threads(int(threads))
+    ids, heads, attrs = read_predictions(brain_h5, s.protocol)
+    pred = heads["pooled"].astype(np.float32)
+    retrieved = retrieve(pred, true_embeddings(embed, ids), ids, s.top_k)
+    scale = None
+    if s.match_norm:
+        scale = mean_norm(embed)
+        pred = (pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12) * scale).astype(np.float32)
+
+    models = decoders or Decoders(image_decoder, captioner, clip, sim_dirs)
+    dec, cap = models.image, models.caption
+    _check_width("image decoder", dec.embed_dim, pred.shape[1], brain_h5)
+    _check_width("caption decoder", cap.clip_dim, pred.shape[1], brain_h5)
+    enc = None
+    if s.n_samples > 1:
+        enc = models.clip
+        _check_width("CLIP model", enc.embed_dim, pred.shape[1], brain_h5)
+
+    blurry = dec.decode_latents(heads["latent"]) if "latent" in heads else None
+    n = len(ids)
+    samples = []
+    sim = np.full((n, s.n_samples), np.nan, np.float32)
+    for j in range(s.n_samples):
+        imgs = dec.generate(pred, blurry, strength=s.strength if blurry is not None else None,
+                            guidance_scale=s.guidance_scale, num_inference_steps=s.num_inference_steps,
+                            seed=s.seed + 7919 * j, batch_size=s.batch_size, progress=progress)
+        if enc is not None:
+            e = enc.encode_images(imgs, what=("pooled",))["pooled"]
+            sim[:, j] = np.einsum("nd,nd->n", *(x / np.linalg.norm(x, axis=1, keepdims=True) for x in (e, pred)))
+        samples.append(imgs)
+    best = np.zeros(n, np.int64) if enc is None else np.argmax(sim, axis=1)
+    images = np.stack(samples)[best, np.arange(n)]
+    captions = cap.generate(pred, max_new_tokens=s.max_new_tokens, num_beams=s.caption_beams, progress=progress)
+
+    described = models.describe(with_clip=enc is not None)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "images").mkdir()
+        for i, img in zip(ids, images):
+            _write_png(tmp / "images" / image_name(i), img)
+        if blurry is not None:
+            (tmp / "blurry").mkdir()
+            for i, img in zip(ids, blurry):
+                _write_png(tmp / "blurry" / image_name(i), img)
+        with open(tmp / "captions.tsv", "w", encoding="utf-8") as fh:
+            fh.write("nsd_id\tcaption\n")
+            for i, c in zip(ids, captions):
+                fh.write(f"{int(i)}\t{' '.join(c.split())}\n")
+        with h5py.File(tmp / "decode.h5", "w") as f:
+            f.create_dataset("nsd_id", data=ids, track_times=False)
+            f.create_dataset("retrieved", data=retrieved, track_times=False)
+            f.create_dataset("best_of_n", data=best, track_times=False)
+            f.create_dataset("sample_similarity", data=sim, track_times=False)
+            f.attrs["method"] = str(attrs.get("method", ""))
+            f.attrs["subject"] = str(attrs.get("subject", ""))
+            f.attrs["protocol"] = s.protocol
+            f.attrs["brain"] = str(brain_h5)
+            f.attrs["settings"] = json.dumps(asdict(s))
+            f.attrs["decoded_norm"] = np.nan if scale is None else scale
+            f.attrs["models"] = json.dumps(described, default=str)
+    return Path(out_dir)
+
+
+def read_captions_tsv(path) -> dict[int, str]:
+    """``{nsd_id: caption}`` of a decode folder's ``captions.tsv``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: captions file not found (the decode stage's output)")
+    out = {}
+    lines = p.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0].split("\t") != ["nsd_id", "caption"]:
+        raise InputError(f"{p}: expected a header 'nsd_id<TAB>caption'")
+    for k, line in enumerate(lines[1:], 2):
+        i, sep, c = line.partition("\t")
+        if not sep:
+            raise InputError(f"{p}:{k}: expected 'nsd_id<TAB>caption'")
+        out[int(i)] = c
+    return out
+
+
+def read_images(folder, ids) -> np.ndarray:
+    """(n, H, W, 3) uint8 images ``folder/{nsd_id:05d}.png`` of ``ids``."""
+    from PIL import Image
+
+    folder = Path(folder)
+    out = []
+    for i in ids:
+        p = folder / image_name(i)
+        if not p.is_file():
+            raise InputError(f"{p}: image not found (the decode stage's output for nsd id {int(i)})")
+        out.append(np.asarray(Image.open(p).convert("RGB")))
+    return np.stack(out) if out else np.zeros((0, 1, 1, 3), np.uint8)

@@ -1,0 +1,281 @@
+"""Score one (method, subject): the metric battery on its test images, kept per item.
+
+:func:`score` reads the infer-stage predictions (``results/brain/{method}/subjAA.h5``), the decode
+folder (``results/decode/{method}/subjAA/``), the embed stage's CLIP embeddings and captions, the
+NSD stimuli and, on nsd-sim, the truth's scene attributes. :func:`score_oracle` scores nsd-sim's
+Bayes-optimal identification (:mod:`.oracle`). Both return a :class:`Scores` and can be written to
+and read from one HDF5 "part" file; :mod:`.collect` turns the parts into ``metrics.tsv`` with
+bootstrap confidence intervals over test images.
+
+Per metric: ``value`` (the figure reported: the protocol's number, e.g. retrieval averaged over
+draws, corpus BLEU), ``items`` (n,) the per-image scores a bootstrap resamples, and ``kind``:
+``mean`` (value = mean of items) or ``corpus`` (value computed on the whole set; its CI resamples
+the per-item scores' mean and is shifted onto the value — stated in the report). A metric that
+cannot be computed because its weights are not configured is ``unavailable`` (never a number).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["Scores", "Scorer", "score", "score_oracle", "write_part", "read_part", "METRICS", "IMAGE_SIZE"]
+
+#: metric names in table order
+METRICS = (
+    "retrieval_brain2image_top1", "retrieval_image2brain_top1", "pixcorr", "ssim", "twoway_clip",
+    "twoway_alexnet2", "twoway_alexnet5", "twoway_inception", "dist_effnet", "dist_swav",
+    "bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rougeL", "cider", "clip_s", "attr_acc",
+)
+#: side the stimuli and reconstructions are compared at (NSD's stimulus size; MindEye's protocol)
+IMAGE_SIZE = 425
+
+
+@dataclass
+class Scores:
+    """Scores of one (method, subject): ``metrics[name] = {"value", "items", "kind"}`` or
+    ``{"unavailable": reason}``."""
+
+    method: str
+    subject: str
+    nsd_id: np.ndarray
+    metrics: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    #: per-item arrays some intervals need besides the scores: ``bleu_stats`` (n-gram counts,
+    #: :func:`.captions.bleu_stats`) for exact corpus-BLEU resamples
+    extra: dict = field(default_factory=dict)
+
+    def add(self, name: str, items, value: float | None = None, kind: str = "mean") -> None:
+        items = np.asarray(items, np.float64).reshape(-1)
+        if len(items) != len(self.nsd_id):
+            raise ValueError(f"{name}: {len(items)} item scores for {len(self.nsd_id)} test images")
+        v = float(np.nanmean(items)) if value is None else float(value)
+        self.metrics[name] = {"value": v, "items": items, "kind": kind}
+
+    def unavailable(self, name: str, reason: str) -> None:
+        self.metrics[name] = {"unavailable": reason}
+
+
+def _stimuli(nsd_root, ids) -> np.ndarray:
+    import h5py
+
+    from ..data.layout import NSDPaths
+    from ..embed import read_rows
+
+    path = NSDPaths(nsd_root).stimuli
+    if not Path(path).is_file():
+        raise InputError(f"{path}: stimulus images not found (NSD's nsd_stimuli.hdf5)")
+    with h5py.File(path, "r") as f:
+        return read_rows(f["imgBrick"], np.asarray(ids, np.int64))
+
+
+def _embed_rows(embed, ids) -> dict:
+    """The embed file's pooled image embeddings and caption texts of ``ids``."""
+    import h5py
+
+    from ..brain_data import find_rows
+    from ..embed import read_rows
+
+    p = Path(embed)
+    if not p.is_file():
+        raise InputError(f"{p}: embeddings file not found (the embed stage writes it)")
+    with h5py.File(p, "r") as f:
+        rows = find_rows(f["nsd_id"][:], ids, p, "embedding")
+        if "image_pooled" not in f:
+            raise InputError(f"{p}: no image_pooled (embed with --what pooled or both)")
+        pooled = read_rows(f["image_pooled"], rows)
+        caps = read_rows(f["captions"], rows)
+        n_caps = f["n_captions"][:][rows]
+    refs = [[c.decode() if isinstance(c, bytes) else str(c) for c in row[:k]] for row, k in zip(caps, n_caps)]
+    return {"pooled": pooled, "captions": refs}
+
+
+class Scorer:
+    """Scores many (method, subject) pairs in one process: the CLIP model, METEOR's Java process,
+    and the stimuli of the last test set seen (their pixels, CLIP features and tokenised
+    captions) are loaded once and shared. Use as a context manager (ends the Java process)."""
+
+    def __init__(self, *, embed, nsd_root, clip="sim", sim_clip=None, feature_weights: dict | None = None,
+                 protocol: str = "avg_betas", n_candidates: int = 300, n_draws: int = 30, seed: int = 0):
+        self.embed, self.nsd_root, self.protocol = embed, nsd_root, protocol
+        self.clip, self.sim_clip = clip, sim_clip
+        self.feature_weights = dict(feature_weights or {})
+        self.n_candidates, self.n_draws, self.seed = n_candidates, n_draws, seed
+        self._enc = self._meteor = None
+        self._ref: tuple | None = None  # (ids, references of those ids)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        if self._meteor is not None:
+            m, self._meteor = self._meteor, None
+            del m  # pycocoevalcap's Meteor ends its Java process when collected
+
+    @property
+    def encoder(self):
+        if self._enc is None:
+            from ..models.clip import ClipEncoder
+
+            self._enc = ClipEncoder.load(self.clip, sim_dir=self.sim_clip)
+        return self._enc
+
+    @property
+    def meteor(self):
+        if self._meteor is None:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            from .captions import _java
+
+            _java()
+            self._meteor = Meteor()
+        return self._meteor
+
+    def references(self, ids) -> dict:
+        """The stimuli of ``ids``: pixels, CLIP features, true pooled embeddings, captions
+        (as given and COCO-tokenised); cached for the last ``ids``."""
+        from . import captions as cm
+        from . import images as im
+
+        ids = np.asarray(ids, np.int64)
+        if self._ref is None or not np.array_equal(self._ref[0], ids):
+            ref = _embed_rows(self.embed, ids)
+            ref["stimuli"] = _stimuli(self.nsd_root, ids)
+            ref["clip"] = im.clip_features(self.encoder, ref["stimuli"], size=IMAGE_SIZE)
+            flat = cm.tokenize([c for cs in ref["captions"] for c in cs])
+            ref["captions_tok"], a = [], 0
+            for cs in ref["captions"]:
+                ref["captions_tok"].append(flat[a:a + len(cs)])
+                a += len(cs)
+            self._ref = (ids, ref)
+        return self._ref[1]
+
+    def score(self, brain_h5, decode_dir, *, truth=None, method: str | None = None) -> Scores:
+        """Every metric of one (method, subject) (see the module docstring)."""
+        from ..decode import read_captions_tsv, read_images, read_predictions
+        from . import captions as cm
+        from . import images as im
+        from .retrieval import retrieval
+
+        ids, heads, attrs = read_predictions(brain_h5, self.protocol)
+        out = Scores(method or str(attrs.get("method", "")), str(attrs.get("subject", "")), ids,
+                     info={"brain": str(brain_h5), "decode": str(decode_dir), "protocol": self.protocol,
+                           "n": int(len(ids))})
+        ref = self.references(ids)
+        r = retrieval(heads["pooled"], ref["pooled"], n_candidates=self.n_candidates, n_draws=self.n_draws,
+                      seed=self.seed, per_item=True)
+        out.add("retrieval_brain2image_top1", r["brain_to_image_items"], r["brain_to_image"], kind="corpus")
+        out.add("retrieval_image2brain_top1", r["image_to_brain_items"], r["image_to_brain"], kind="corpus")
+        out.info["retrieval"] = {k: r[k] for k in ("n_candidates", "n_draws", "n")}
+
+        decode_dir = Path(decode_dir)
+        recon = read_images(decode_dir / "images", ids)
+        stim = ref["stimuli"]
+        out.add("pixcorr", im.pixcorr(recon, stim, size=IMAGE_SIZE))
+        out.add("ssim", im.ssim(recon, stim, size=IMAGE_SIZE))
+        out.add("twoway_clip", im.two_way(im.clip_features(self.encoder, recon, size=IMAGE_SIZE), ref["clip"]))
+        feats = im.feature_metrics(recon, stim, self.feature_weights)
+        for name in ("twoway_alexnet2", "twoway_alexnet5", "twoway_inception", "dist_effnet", "dist_swav"):
+            if feats.get(name) is None:
+                out.unavailable(name, "no local weights configured (evaluate.feature_weights)")
+            else:
+                out.add(name, feats[name])
+
+        caps_by_id = read_captions_tsv(decode_dir / "captions.tsv")
+        missing = [int(i) for i in ids if int(i) not in caps_by_id]
+        if missing:
+            raise InputError(f"{decode_dir / 'captions.tsv'}: no caption for nsd id {missing[0]}")
+        preds = [caps_by_id[int(i)] for i in ids]
+        preds_t = cm.tokenize(preds)  # COCO's tokenisation, as COCOEvalCap does before every scorer
+        scores = cm.coco_metrics(preds_t, ref["captions_tok"], tokenized=True, meteor=self.meteor)
+        for name, (value, items) in scores.items():
+            out.add(name, items, value, kind="corpus")
+        out.extra["bleu_stats"] = cm.bleu_stats(preds_t, ref["captions_tok"], tokenized=True)
+        # CLIP-S against the stimulus's CLIP image embedding (the features two-way uses)
+        out.add("clip_s", cm.clip_s(self.encoder.encode_text(preds), ref["clip"]))
+        if truth is not None:
+            out.add("attr_acc", cm.attr_acc(preds, cm.read_sim_attributes(truth, ids)))
+        else:
+            out.unavailable("attr_acc", "nsd-sim only (scene attributes of the simulation's truth)")
+        return out
+
+
+def score(brain_h5, decode_dir, *, embed, nsd_root, truth=None, method: str | None = None, **kw) -> Scores:
+    """Every metric of one (method, subject); ``kw`` as for :class:`Scorer`."""
+    with Scorer(embed=embed, nsd_root=nsd_root, **kw) as s:
+        return s.score(brain_h5, decode_dir, truth=truth, method=method)
+
+
+def score_oracle(truth, psc_prep, *, n_candidates: int = 300, n_draws: int = 30, seed: int = 0) -> Scores:
+    """nsd-sim's Bayes-optimal identification from the PSC betas (retrieval metrics only)."""
+    from .oracle import oracle_loglik
+    from .retrieval import retrieval
+
+    import h5py
+
+    with h5py.File(psc_prep, "r") as f:
+        subject = f.attrs.get("subject", Path(psc_prep).stem)
+    ids, L = oracle_loglik(truth, psc_prep)
+    r = retrieval(None, None, similarity=L, n_candidates=n_candidates, n_draws=n_draws, seed=seed,
+                  loglik=True, per_item=True)
+    out = Scores("oracle", str(subject), ids, info={"truth": str(truth), "prep": str(psc_prep), "n": int(len(ids))})
+    out.add("retrieval_brain2image_top1", r["brain_to_image_items"], r["brain_to_image"], kind="corpus")
+    out.add("retrieval_image2brain_top1", r["image_to_brain_items"], r["image_to_brain"], kind="corpus")
+    return out
+
+
+def write_part(scores: Scores, path) -> Path:
+    """One HDF5 part file: ``nsd_id``, a group per metric (``items`` + attributes)."""
+    import h5py
+
+    from ..io import atomic_path
+
+    with atomic_path(Path(path)) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("nsd_id", data=np.asarray(scores.nsd_id, np.int64), track_times=False)
+        f.attrs["method"] = scores.method
+        f.attrs["subject"] = scores.subject
+        f.attrs["info"] = json.dumps(scores.info, default=str)
+        for name, m in scores.metrics.items():
+            g = f.create_group(name)
+            if "unavailable" in m:
+                g.attrs["unavailable"] = m["unavailable"]
+                continue
+            g.create_dataset("items", data=m["items"], track_times=False)
+            g.attrs["value"] = m["value"]
+            g.attrs["kind"] = m["kind"]
+        for name, arrays in scores.extra.items():
+            g = f.create_group(f"extra/{name}")
+            for k, v in arrays.items():
+                g.create_dataset(k, data=np.asarray(v), track_times=False)
+    return Path(path)
+
+
+def read_part(path) -> Scores:
+    import h5py
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: evaluation part not found (braindecode-pkg evaluate writes it)")
+    with h5py.File(p, "r") as f:
+        s = Scores(str(f.attrs["method"]), str(f.attrs["subject"]), f["nsd_id"][:],
+                   info=json.loads(f.attrs.get("info", "{}")))
+        for name in f.get("extra", {}):
+            s.extra[name] = {k: v[:] for k, v in f["extra"][name].items()}
+        for name in f:
+            if name in ("nsd_id", "extra"):
+                continue
+            g = f[name]
+            if "unavailable" in g.attrs:
+                s.unavailable(name, str(g.attrs["unavailable"]))
+            else:
+                s.metrics[name] = {"value": float(g.attrs["value"]), "items": g["items"][:],
+                                   "kind": str(g.attrs["kind"])}
+    return s
