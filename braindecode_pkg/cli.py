@@ -182,11 +182,110 @@ def _cmd_ridge(args) -> int:
 
 
 def _cmd_infer(args) -> int:
-    from .infer import infer
+    from .errors import InputError
+    from .infer import infer, true_embedding
 
+    protocols = [p for p in args.protocols.split(",") if p]
+    if (args.model is None) == (args.true_embedding is None):
+        raise InputError("give exactly one of --model (a brain or ridge model) and --true-embedding EMBED")
+    if args.true_embedding is not None:
+        print(true_embedding(args.prep, args.true_embedding, args.out, subject=args.subject, protocols=protocols))
+        return 0
     out = infer(args.model, args.prep, args.out, subject=args.subject, method=args.method,
-                protocols=[p for p in args.protocols.split(",") if p], prior=args.prior, prior_seed=args.prior_seed,
+                protocols=protocols, prior=args.prior, prior_seed=args.prior_seed,
                 batch_size=args.batch_size, threads=args.threads)
+    print(out)
+    return 0
+
+
+def _pairs(flag_a, a, flag_b, b):
+    from .errors import InputError
+
+    if len(a) != len(b):
+        raise InputError(f"{len(a)} {flag_a} files for {len(b)} {flag_b}: give one {flag_b} per {flag_a}")
+    return list(zip(a, b))
+
+
+def _cmd_decode(args) -> int:
+    import dataclasses
+
+    from .decode import Decoders, DecodeSettings, decode
+    from .errors import InputError
+
+    known = {f.name for f in dataclasses.fields(DecodeSettings)}
+    values = {}
+    for item in args.set or []:
+        k, sep, v = item.partition("=")
+        if not sep or k not in known:
+            raise InputError(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
+        values[k] = _yaml_value(v)
+    settings = DecodeSettings(**values)
+    pairs = _pairs("--brain", args.brain, "--out", args.out)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+    sims = {"clip": args.sim_clip, "image_decoder": args.sim_image_decoder, "captioner": args.sim_captioner}
+    models = Decoders(args.image_decoder, args.captioner, args.clip, sims)
+    for brain, out in pairs:
+        print(decode(brain, out, embed=args.embed, settings=settings, decoders=models, progress=not args.quiet),
+              flush=True)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import json
+
+    from .errors import InputError
+    from .evaluate import collect, score
+
+    if args.collect:
+        rows = collect.collect(args.collect, args.out[0], args.json)
+        print(f"{args.out[0]}: {len(rows)} rows")
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+    if args.oracle:
+        if not args.truth:
+            raise InputError("--oracle needs --truth (the subject's sim_truth file)")
+        s = score.score_oracle(args.truth, args.oracle)
+        score.write_part(s, args.out[0])
+        print(f"{args.out[0]}: oracle {s.subject}")
+        return 0
+    missing = [f"--{k.replace('_', '-')}" for k in ("brain", "decode", "embed", "nsd_root") if not getattr(args, k)]
+    if missing:
+        raise InputError(f"evaluate needs {', '.join(missing)} (or --oracle, or --collect)")
+    try:
+        weights = json.loads(args.feature_weights)
+    except ValueError as e:
+        raise InputError(f"--feature-weights: not JSON ({e})") from None
+    pairs = _pairs("--brain", args.brain, "--decode", args.decode)
+    pairs = [(b, d, o) for (b, d), (_, o) in zip(pairs, _pairs("--brain", args.brain, "--out", args.out))]
+    with score.Scorer(embed=args.embed, nsd_root=args.nsd_root, clip=args.clip, sim_clip=args.sim_clip,
+                      feature_weights=weights) as scorer:
+        for brain, dec, out in pairs:
+            s = scorer.score(brain, dec, truth=args.truth)
+            score.write_part(s, out)
+            print(f"{out}: {s.method} {s.subject}, {len(s.metrics)} metrics", flush=True)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    import json
+
+    from .errors import InputError
+    from .report.from_results import report_from_results
+
+    try:
+        config = json.loads(args.config) if args.config else {}
+    except ValueError as e:
+        raise InputError(f"--config: not JSON ({e})") from None
+    out = report_from_results(args.out, metrics=args.metrics, decode_root=args.decode_root, embed=args.embed,
+                              nsd_root=args.nsd_root, preps=_prep_map(args.prep), brain_models=args.brain_models,
+                              heldout=None if args.heldout is None else _prep_map([f"{args.heldout}=x"]).popitem()[0],
+                              config=config, simulated=args.simulated, max_grid=args.max_grid)
     print(out)
     return 0
 
@@ -328,7 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_ridge)
 
     s = sub.add_parser("infer", help="brain embeddings of every test image of a subject (both protocols) -> HDF5")
-    s.add_argument("--model", required=True, help="a brain or ridge model directory")
+    s.add_argument("--model", default=None, help="a brain or ridge model directory")
+    s.add_argument("--true-embedding", default=None, metavar="EMBED",
+                   help="instead of a model: write the true CLIP embeddings of the embed file EMBED "
+                        "(method true_embedding, the decoders' ceiling)")
     s.add_argument("--prep", required=True, help="the subject's preprocessed file")
     s.add_argument("--subject", default=None, help="subject id (default: the file's)")
     s.add_argument("--out", required=True, help="output HDF5, e.g. results/brain/adapt-k1/subj05.h5")
@@ -339,6 +441,58 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.set_defaults(func=_cmd_infer)
+
+    s = sub.add_parser("decode", help="brain embeddings -> retrieved images, reconstructions (PNG), captions (TSV)")
+    s.add_argument("--brain", nargs="+", required=True,
+                   help="the infer stage's HDF5 of a (method, subject); several are decoded in one process")
+    s.add_argument("--embed", required=True, help="the embed stage's HDF5 (the retrieval candidates)")
+    s.add_argument("--image-decoder", default="sim", help="image decoder config: sim, a pipeline folder or JSON")
+    s.add_argument("--captioner", default="sim", help="caption decoder config: sim, a folder or JSON")
+    s.add_argument("--clip", default="sim", help="CLIP config (best-of-n ranks samples with it)")
+    for kind in ("clip", "image-decoder", "captioner"):
+        s.add_argument(f"--sim-{kind}", default=None, help=f"folder of the trained nsd-sim {kind} that 'sim' refers to")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a decode setting (YAML value), e.g. n_samples=4 or num_inference_steps=10 (repeatable)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--out", nargs="+", required=True,
+                   help="output folder per --brain file, e.g. results/decode/adapt-k1/subj04")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_decode)
+
+    s = sub.add_parser("evaluate", help="score one (method, subject) -> a part file, or collect parts -> metrics.tsv")
+    s.add_argument("--brain", nargs="+", default=None,
+                   help="the infer stage's HDF5 of a (method, subject); several (of one subject) share one process")
+    s.add_argument("--decode", nargs="+", default=None, help="the decode folder of each --brain file")
+    s.add_argument("--embed", default=None, help="the embed stage's HDF5 (true embeddings and captions)")
+    s.add_argument("--nsd-root", default=None, help="NSD root (stimulus images)")
+    s.add_argument("--truth", default=None, help="nsd-sim: the subject's sim_truth/subjAA.h5 (attributes, oracle)")
+    s.add_argument("--oracle", default=None, metavar="PSC_PREP",
+                   help="nsd-sim: score the oracle from this PSC preprocess file (with --truth) instead")
+    s.add_argument("--clip", default="sim", help="CLIP config (two-way identification, CLIP-S)")
+    s.add_argument("--sim-clip", default=None, help="folder of the trained nsd-sim CLIP that 'sim' refers to")
+    s.add_argument("--feature-weights", default="{}",
+                   help="JSON {alexnet|inception|effnet|swav: local weights file}; absent nets are 'unavailable'")
+    s.add_argument("--collect", nargs="+", default=None, metavar="PART",
+                   help="collect part files into --out (metrics.tsv) and --json")
+    s.add_argument("--json", default=None, help="with --collect: also write metrics.json")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--out", nargs="+", required=True,
+                   help="a part file (.h5) per --brain file (or the oracle's) or, with --collect, metrics.tsv")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("report", help="one self-contained HTML page: metrics, grids, brain maps, curves, provenance")
+    s.add_argument("--metrics", required=True, help="results/eval/metrics.tsv")
+    s.add_argument("--decode-root", required=True, help="results/decode (one folder per method and subject)")
+    s.add_argument("--embed", required=True, help="the embed stage's HDF5 (true captions, CLIP checksum)")
+    s.add_argument("--nsd-root", required=True, help="NSD root (stimulus images)")
+    s.add_argument("--prep", nargs="+", required=True, metavar="SUBJECT=FILE", help="preprocessed subject files")
+    s.add_argument("--brain-models", required=True, help="results/models/brain (adapter maps, training curves)")
+    s.add_argument("--heldout", default=None, help="the held-out subject (mapped with its adapted model)")
+    s.add_argument("--config", default=None, help="the run's config as JSON (provenance)")
+    s.add_argument("--simulated", action="store_true", help="nsd-sim: label published rows as not comparable")
+    s.add_argument("--max-grid", type=int, default=12, help="test images per method in the grid")
+    s.add_argument("--out", required=True, help="results/report/index.html")
+    s.set_defaults(func=_cmd_report)
     return p
 
 

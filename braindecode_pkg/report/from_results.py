@@ -1,0 +1,70 @@
+"""The report of a workflow's results folder: gathers :func:`~.build.build_report`'s inputs from the
+stage outputs (metrics, decode folders, stimuli, captions, brain models, training logs, checksums)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["report_from_results", "input_checksums"]
+
+
+def input_checksums(preps: dict, embed) -> dict[str, str]:
+    """``{file: sha256}`` of the raw inputs the preprocess stage recorded and of the CLIP weights."""
+    import h5py
+
+    out: dict[str, str] = {}
+    for p in preps.values():
+        with h5py.File(p, "r") as f:
+            src = f.attrs.get("source_sha256")
+        if src:
+            out.update(json.loads(src))
+    with h5py.File(embed, "r") as f:
+        w = f.attrs.get("weights_sha256")
+        if w:
+            out[f"CLIP weights ({f.attrs.get('model', '')})"] = str(w)
+    return dict(sorted(out.items()))
+
+
+def report_from_results(out_html, *, metrics, decode_root, embed, nsd_root, preps: dict, brain_models,
+                        heldout: str | None, config: dict, simulated: bool, max_grid: int = 12) -> Path:
+    """Build the report from a results layout: ``preps`` {"subjAA": prep file}; brain maps from the
+    pretrained model (training subjects) and the adapted model of the most sessions (held-out)."""
+    import h5py
+
+    from ..data.layout import NSDPaths
+    from .brainmaps import brain_map_entry
+    from .build import build_report
+    from .grid import find_decode_dirs
+
+    decode_dirs = find_decode_dirs(decode_root)
+    ids = set()
+    for d in decode_dirs.values():
+        with h5py.File(Path(d) / "decode.h5", "r") as f:
+            ids |= set(f["nsd_id"][:].tolist())
+    with h5py.File(embed, "r") as f:
+        all_ids = f["nsd_id"][:]
+        rows = np.searchsorted(all_ids, sorted(ids))
+        caps, n_caps = f["captions"][:], f["n_captions"][:]
+    true_captions = {int(all_ids[r]): [c.decode() if isinstance(c, bytes) else str(c) for c in caps[r][:n_caps[r]]]
+                     for r in rows}
+    models = Path(brain_models)
+    maps, logs = {}, {}
+    adapts = sorted(models.glob("adapt-k*"), key=lambda p: int(p.name.split("-k")[1]))
+    for subj, prep in sorted(preps.items()):
+        src = (adapts[-1] if adapts else None) if subj == heldout else models / "pretrain"
+        if src is not None and (src / "model.safetensors").is_file():
+            maps[f"{subj} ({src.name})"] = brain_map_entry(src, subj, prep)
+    for d in sorted(models.iterdir()) if models.is_dir() else []:
+        if (d / "train_log.tsv").is_file():
+            logs[d.name] = d / "train_log.tsv"
+    stimuli = NSDPaths(nsd_root).stimuli
+    if not Path(stimuli).is_file():
+        raise InputError(f"{stimuli}: stimulus images not found (NSD's nsd_stimuli.hdf5)")
+    return build_report(out_html, metrics_tsv=metrics, decode_dirs=decode_dirs, stimuli=stimuli,
+                        true_captions=true_captions, brain_maps=maps, train_logs=logs, config=config,
+                        inputs=input_checksums(preps, embed), max_grid=max_grid, simulated=simulated)
