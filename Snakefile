@@ -17,6 +17,8 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/brain.smk"
+include: "workflow/rules/decode.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
@@ -24,7 +26,6 @@ rule all:
         expand(f"{RESULTS}/prep/subj{{subject}}.h5", subject=SUBJECTS),
         f"{RESULTS}/embed/clip.h5",
         [f"{RESULTS}/brain/{m}/subj{s}.h5" for m, s in brain_methods()],
-        # the decoders' models, when trained here (their consumers come with the decode stage)
-        trained_sim_input("image_decoder"),
-        trained_sim_input("captioner"),
+        f"{EVAL}/metrics.tsv",
+        f"{RESULTS}/report/index.html",
     default_target: True

@@ -90,6 +90,64 @@ def test_tiny_pipeline_brain_embeddings_for_every_method(tiny_run):
     assert "3" in json.dumps(info) and (res / "models/brain/adapt-k1/train_log.tsv").is_file()
 
 
+def test_tiny_pipeline_decodes_and_scores_every_method(tiny_run):
+    """Decode folders for each (method, subject) and one long-format metrics table with CIs."""
+    import csv
+
+    from braindecode_pkg.decode import read_captions_tsv, read_images
+
+    res = tiny_run / "results"
+    methods = {"pretrain": "pretrained", "ridge-all": "ridge", "adapt-k1": "adapted-k1", "scratch-k1": "scratch-k1",
+               "ridge-k1": "ridge-k1", "true_embedding": "true_embedding"}
+    pairs = [(m, s) for m in ("pretrain", "ridge-all") for s in (1, 2)] + \
+            [(m, 3) for m in ("adapt-k1", "scratch-k1", "ridge-k1")] + [("true_embedding", s) for s in (1, 2, 3)]
+    for method, s in pairs:
+        d = res / f"decode/{method}/subj{s:02d}"
+        with h5py.File(d / "decode.h5") as f, h5py.File(res / f"brain/{method}/subj{s:02d}.h5") as b:
+            ids = f["nsd_id"][...]
+            assert ids.tolist() == b["nsd_id"][...].tolist() and f["retrieved"].shape == (len(ids), 5)
+        assert read_images(d / "images", ids).shape[0] == len(ids)
+        assert sorted(read_captions_tsv(d / "captions.tsv")) == ids.tolist()
+    with open(res / "eval/metrics.tsv", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    assert list(rows[0]) == ["subject", "method", "metric", "value", "ci_low", "ci_high"]
+    table = {(r["subject"], r["method"], r["metric"]): r for r in rows}
+    for method, s in pairs:
+        for metric in ("retrieval_brain2image_top1", "retrieval_image2brain_top1", "pixcorr", "ssim",
+                       "twoway_clip", "bleu1", "bleu4", "meteor", "rougeL", "cider", "clip_s", "attr_acc"):
+            r = table[(f"subj{s:02d}", methods[method], metric)]
+            v, lo, hi = float(r["value"]), float(r["ci_low"]), float(r["ci_high"])
+            assert np.isfinite(v) and lo <= v + 1e-9 and v <= hi + 1e-9, (method, s, metric, r)
+        assert table[(f"subj{s:02d}", methods[method], "twoway_alexnet2")]["value"] == "unavailable"
+    for s in (1, 2, 3):  # true embeddings retrieve their own images; the oracle is scored too
+        assert float(table[(f"subj{s:02d}", "true_embedding", "retrieval_brain2image_top1")]["value"]) == 1.0
+        assert 0 < float(table[(f"subj{s:02d}", "oracle", "retrieval_brain2image_top1")]["value"]) <= 1
+    assert ("mean", "pretrained", "twoway_clip") in table and ("mean", "true_embedding", "cider") in table
+    assert ("mean", "adapted-k1", "pixcorr") not in table  # one subject: no mean row
+    for r in rows:
+        if r["metric"].startswith(("retrieval", "twoway")) and r["value"] != "unavailable":
+            assert 0 <= float(r["value"]) <= 1
+
+
+def test_tiny_pipeline_report_is_valid_self_contained_html(tiny_run):
+    from tests.unit.report.test_report import Checker, _decode
+
+    html = (tiny_run / "results/report/index.html").read_text(encoding="utf-8")
+    p = Checker()
+    p.feed(html)
+    p.close()
+    assert p.errors == [] and p.stack == [] and "script" not in p.tags
+    for tag, attr, v in p.links:  # nothing outside the page: images embedded, links in-page
+        assert (attr == "src" and v.startswith("data:image/png;base64,")) or (attr == "href" and v.startswith("#"))
+    sizes = [_decode(a["src"]) for a in p.imgs]  # every image it shows is a PNG that decodes
+    # the grid: per method (6) the stimulus and the reconstruction of up to 12 test images, plus
+    # figures (brain maps of 3 subjects, training curves, retrieval vs sessions)
+    assert len(sizes) >= 6 * 2 * 12 + 3
+    for name in ("pretrained", "adapted-k1", "scratch-k1", "ridge-k1", "true_embedding", "oracle", "unavailable",
+                 "MindEye2"):
+        assert name in html, name
+
+
 def test_sim_models_trained_by_the_workflow_feed_the_embed_stage(tmp_path):
     """models.sim_weights: train (tiny recipes): the CLIP, image decoder and captioner are trained
     here, each saved in its real-checkpoint format, and embed uses the CLIP trained here."""
@@ -146,6 +204,9 @@ def test_real_nsd_config_builds_its_dag(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     for rule, count in (("preprocess", 4), ("embed", 1), ("pretrain", 1), ("adapt", 3), ("scratch", 3),
-                        ("ridge", 6), ("infer", 15)):
+                        ("ridge", 6), ("infer", 15), ("true_embedding", 4), ("decode_subj01", 1),
+                        ("decode_subj07_3", 1), ("evaluate_subj02", 1), ("evaluate_subj07_1", 1), ("collect", 1),
+                        ("report", 1)):
         assert any(line.split() == [rule, str(count)] for line in out.splitlines()), (rule, out[-3000:])
-    assert "simulate" not in out.split("Job stats")[1].split("\n\n")[0]
+    stats = out.split("Job stats")[1].split("\n\n")[0]
+    assert "simulate" not in stats and "oracle" not in stats and "preprocess_psc" not in stats

@@ -135,8 +135,65 @@ def brain_methods():
     return pairs
 
 
-def method_model(wc):
+def parent(path, n):
+    """The folder `n` levels above `path`."""
+    for _ in range(n):
+        path = os.path.dirname(path)
+    return path
+
+
+def model_file(method, subject):
     """The model folder's weights file a method's embeddings come from."""
-    if wc.method.startswith("ridge-"):
-        return f"{BRAIN_MODELS}/{wc.method}/subj{wc.subject}/model.safetensors"
-    return f"{BRAIN_MODELS}/{wc.method}/model.safetensors"
+    if method.startswith("ridge-"):
+        return f"{BRAIN_MODELS}/{method}/subj{subject}/model.safetensors"
+    return f"{BRAIN_MODELS}/{method}/model.safetensors"
+
+
+def method_model(wc):
+    return model_file(wc.method, wc.subject)
+
+
+def decode_methods():
+    """(method, subject) pairs decoded and scored: the brain methods and, per subject, the true
+    embeddings (the decoders' ceiling)."""
+    return brain_methods() + [("true_embedding", s) for s in SUBJECTS]
+
+
+def methods_of(subject):
+    """The methods decoded and scored for one subject."""
+    return [m for m, s in decode_methods() if s == subject]
+
+
+# decode and evaluate run one job per group of up to GROUP methods of one subject: the models,
+# the stimuli and METEOR's Java load once per job, and the held-out subject's many methods still
+# spread over the cores
+GROUP = 4
+
+
+def method_groups():
+    """{job name: (subject, [methods])}: each subject's methods in near-equal groups of <= GROUP."""
+    out = {}
+    for s in SUBJECTS:
+        ms = methods_of(s)
+        k = -(-len(ms) // GROUP)
+        for i in range(k):
+            out[f"subj{s}" + (f"_{i + 1}" if k > 1 else "")] = (s, ms[i::k])
+    return out
+
+
+def decode_sets():
+    """`--set KEY=VALUE` options of the decode stage (config section decode)."""
+    return " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in config["decode"].items())
+
+
+DECODE = f"{RESULTS}/decode"
+EVAL = f"{RESULTS}/eval"
+SIM_TRUTH = f"{RESULTS}/sim/sim_truth"
+
+
+def eval_parts():
+    """Every part file collected into metrics.tsv (the oracle's on nsd-sim)."""
+    parts = [f"{EVAL}/parts/{m}/subj{s}.h5" for m, s in decode_methods()]
+    if SIMULATED:
+        parts += [f"{EVAL}/parts/oracle/subj{s}.h5" for s in SUBJECTS]
+    return parts
