@@ -97,6 +97,14 @@ def _cmd_embed(args) -> int:
     return 0
 
 
+def _cmd_latents(args) -> int:
+    from .latents import embed_latents
+
+    print(embed_latents(args.nsd_root, _subject_list(args.subjects), args.out, image_decoder=args.image_decoder,
+                        sim_dir=args.sim_image_decoder, sessions=args.sessions, batch_size=args.batch_size))
+    return 0
+
+
 def _cmd_train_captioner(args) -> int:
     from .models import train_captioner as tcap
 
@@ -189,7 +197,8 @@ def _cmd_infer(args) -> int:
     if (args.model is None) == (args.true_embedding is None):
         raise InputError("give exactly one of --model (a brain or ridge model) and --true-embedding EMBED")
     if args.true_embedding is not None:
-        print(true_embedding(args.prep, args.true_embedding, args.out, subject=args.subject, protocols=protocols))
+        print(true_embedding(args.prep, args.true_embedding, args.out, subject=args.subject, protocols=protocols,
+                             latent=args.latent))
         return 0
     out = infer(args.model, args.prep, args.out, subject=args.subject, method=args.method,
                 protocols=protocols, prior=args.prior, prior_seed=args.prior_seed,
@@ -397,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "~/.cache/braindecode_pkg/sim_image_decoder_data)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_train_image_decoder, argv=None)
+    s = sub.add_parser("latents", help="VAE latents of every shown image (the brain model's low-level targets)")
+    s.add_argument("--nsd-root", required=True, help="NSD root")
+    s.add_argument("--subjects", required=True, help="e.g. 1,2,5,7")
+    s.add_argument("--sessions", default="all", help="as for embed")
+    s.add_argument("--image-decoder", default="sim", help="image decoder config whose VAE encodes (sim, a folder or JSON)")
+    s.add_argument("--sim-image-decoder", default=None, help="folder of the trained nsd-sim image decoder 'sim' refers to")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--out", required=True, help="output HDF5, e.g. results/embed/latent.h5")
+    s.set_defaults(func=_cmd_latents)
+
     s = sub.add_parser("train", help="train the brain model: pretrain (all subjects), adapt (a new subject) or scratch")
     s.add_argument("--regime", required=True, choices=["pretrain", "adapt", "scratch"])
     s.add_argument("--prep", nargs="+", required=True, metavar="SUBJECT=FILE",
@@ -431,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--true-embedding", default=None, metavar="EMBED",
                    help="instead of a model: write the true CLIP embeddings of the embed file EMBED "
                         "(method true_embedding, the decoders' ceiling)")
+    s.add_argument("--latent", default=None, help="with --true-embedding: also the true VAE latents of this file")
     s.add_argument("--prep", required=True, help="the subject's preprocessed file")
     s.add_argument("--subject", default=None, help="subject id (default: the file's)")
     s.add_argument("--out", required=True, help="output HDF5, e.g. results/brain/adapt-k1/subj05.h5")

@@ -9,10 +9,12 @@ one protocol of it, default ``avg_betas``) and writes one folder per (method, su
                            (cosine) to the prediction, best first; ``best_of_n`` (n,) int64: the
                            sample kept; ``sample_similarity`` (n, n_samples) float32: cosine
                            similarity of each sample's CLIP embedding to the prediction (NaN when
-                           n_samples = 1: no CLIP pass is needed). Attributes: ``method``,
+                           n_samples = 1: no CLIP pass is needed); these two for the first
+                           ``n_reconstructed`` (attribute) ids, those with images (``max_images``). Attributes: ``method``,
                            ``subject``, ``protocol``, ``brain`` (input file), ``settings`` and
                            ``models`` (JSON), ``decoded_norm`` (see Scale; NaN if not rescaled)
-``images/{nsd_id:05d}.png``  the reconstruction (the best of n samples)
+``images/{nsd_id:05d}.png``  the reconstruction (the best of n samples) of each of the first
+                           ``max_images`` test images (all by default)
 ``blurry/{nsd_id:05d}.png``  the low-level reconstruction: the image decoder's VAE decoding of the
                            predicted latent, when the brain file has a ``latent`` head; the
                            reconstructions are then img2img from it (``strength``)
@@ -57,12 +59,15 @@ class DecodeSettings:
     num_inference_steps: int | None = None
     strength: float | None = None  # img2img from the blurry image (only with a latent head)
     top_k: int = 5
+    max_images: int | None = None  # reconstruct only the first N sorted test images (None: all)
     match_norm: bool = True  # rescale predictions to the mean norm of the CLIP image embeddings
     caption_beams: int = 1
     max_new_tokens: int = 40
     batch_size: int = 32
 
     def __post_init__(self):
+        if self.max_images is not None and int(self.max_images) < 1:
+            raise InputError(f"decode settings: max_images must be >= 1 or null (got {self.max_images})")
         if int(self.n_samples) < 1 or int(self.top_k) < 1 or int(self.batch_size) < 1:
             raise InputError(f"decode settings: n_samples, top_k and batch_size must be >= 1 "
                              f"(got {self.n_samples}, {self.top_k}, {self.batch_size})")
@@ -191,17 +196,17 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
         enc = models.clip
         _check_width("CLIP model", enc.embed_dim, pred.shape[1], brain_h5)
 
-    blurry = dec.decode_latents(heads["latent"]) if "latent" in heads else None
-    n = len(ids)
+    n = len(ids) if s.max_images is None else min(len(ids), int(s.max_images))  # images reconstructed
+    blurry = dec.decode_latents(heads["latent"][:n]) if "latent" in heads else None
     samples = []
     sim = np.full((n, s.n_samples), np.nan, np.float32)
     for j in range(s.n_samples):
-        imgs = dec.generate(pred, blurry, strength=s.strength if blurry is not None else None,
+        imgs = dec.generate(pred[:n], blurry, strength=s.strength if blurry is not None else None,
                             guidance_scale=s.guidance_scale, num_inference_steps=s.num_inference_steps,
                             seed=s.seed + 7919 * j, batch_size=s.batch_size, progress=progress)
         if enc is not None:
             e = enc.encode_images(imgs, what=("pooled",))["pooled"]
-            sim[:, j] = np.einsum("nd,nd->n", *(x / np.linalg.norm(x, axis=1, keepdims=True) for x in (e, pred)))
+            sim[:, j] = np.einsum("nd,nd->n", *(x / np.linalg.norm(x, axis=1, keepdims=True) for x in (e, pred[:n])))
         samples.append(imgs)
     best = np.zeros(n, np.int64) if enc is None else np.argmax(sim, axis=1)
     images = np.stack(samples)[best, np.arange(n)]
@@ -210,11 +215,11 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
     described = models.describe(with_clip=enc is not None)
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
-        for i, img in zip(ids, images):
+        for i, img in zip(ids[:n], images):
             _write_png(tmp / "images" / image_name(i), img)
         if blurry is not None:
             (tmp / "blurry").mkdir()
-            for i, img in zip(ids, blurry):
+            for i, img in zip(ids[:n], blurry):
                 _write_png(tmp / "blurry" / image_name(i), img)
         with open(tmp / "captions.tsv", "w", encoding="utf-8") as fh:
             fh.write("nsd_id\tcaption\n")
@@ -231,6 +236,7 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
             f.attrs["brain"] = str(brain_h5)
             f.attrs["settings"] = json.dumps(asdict(s))
             f.attrs["decoded_norm"] = np.nan if scale is None else scale
+            f.attrs["n_reconstructed"] = int(n)
             f.attrs["models"] = json.dumps(described, default=str)
     return Path(out_dir)
 

@@ -136,13 +136,14 @@ def infer(model_dir, prep, out, *, subject=None, method: str | None = None, prot
     return Path(out)
 
 
-def true_embedding(prep, embed, out, *, subject=None, protocols=tuple(PROTOCOLS)) -> Path:
-    """Write ``out`` (the infer layout) with the true CLIP embeddings of the subject's test images."""
+def true_embedding(prep, embed, out, *, subject=None, protocols=tuple(PROTOCOLS), latent=None) -> Path:
+    """Write ``out`` (the infer layout) with the true CLIP embeddings of the subject's test images
+    (and their true VAE latents from the ``latent`` file, when given)."""
     from .brain_data import load_subject, load_targets, test_groups
 
     tr = load_subject(prep, split="test", sessions="all", subject=subject)
     ids, groups = test_groups(tr)
-    targets = load_targets(embed, heads="available", ids=ids)
+    targets = load_targets(embed, heads="available", latent=latent, ids=ids)
     results = {p: dict(targets.arrays) for p in protocols}
     _write(out, ids, groups, results, subject=tr.key, method="true_embedding", model=str(embed),
            kind="true_embedding", prep=prep, protocols=protocols, sessions=tr.session, prior_seed=0)

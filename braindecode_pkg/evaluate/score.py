@@ -8,7 +8,8 @@ and read from one HDF5 "part" file; :mod:`.collect` turns the parts into ``metri
 bootstrap confidence intervals over test images.
 
 Per metric: ``value`` (the figure reported: the protocol's number, e.g. retrieval averaged over
-draws, corpus BLEU), ``items`` (n,) the per-image scores a bootstrap resamples, and ``kind``:
+draws, corpus BLEU), ``items`` (n,) the per-image scores a bootstrap resamples (NaN for the image
+metrics of test images the decode stage did not reconstruct, ``decode.max_images``), and ``kind``:
 ``mean`` (value = mean of items) or ``corpus`` (value computed on the whole set; its CI resamples
 the per-item scores' mean and is shifted onto the value — stated in the report). A metric that
 cannot be computed because its weights are not configured is ``unavailable`` (never a number).
@@ -177,17 +178,26 @@ class Scorer:
         out.info["retrieval"] = {k: r[k] for k in ("n_candidates", "n_draws", "n")}
 
         decode_dir = Path(decode_dir)
-        recon = read_images(decode_dir / "images", ids)
-        stim = ref["stimuli"]
-        out.add("pixcorr", im.pixcorr(recon, stim, size=IMAGE_SIZE))
-        out.add("ssim", im.ssim(recon, stim, size=IMAGE_SIZE))
-        out.add("twoway_clip", im.two_way(im.clip_features(self.encoder, recon, size=IMAGE_SIZE), ref["clip"]))
+        m = _n_reconstructed(decode_dir, len(ids))  # images of the first m test images (decode.max_images)
+        out.info["n_reconstructed"] = m
+        recon = read_images(decode_dir / "images", ids[:m])
+        stim = ref["stimuli"][:m]
+
+        def per_image(values):  # image metrics of the m reconstructed images; NaN for the rest
+            items = np.full(len(ids), np.nan)
+            items[:m] = values
+            return items
+
+        out.add("pixcorr", per_image(im.pixcorr(recon, stim, size=IMAGE_SIZE)))
+        out.add("ssim", per_image(im.ssim(recon, stim, size=IMAGE_SIZE)))
+        out.add("twoway_clip", per_image(im.two_way(im.clip_features(self.encoder, recon, size=IMAGE_SIZE),
+                                                    ref["clip"][:m])))
         feats = im.feature_metrics(recon, stim, self.feature_weights)
         for name in ("twoway_alexnet2", "twoway_alexnet5", "twoway_inception", "dist_effnet", "dist_swav"):
             if feats.get(name) is None:
                 out.unavailable(name, "no local weights configured (evaluate.feature_weights)")
             else:
-                out.add(name, feats[name])
+                out.add(name, per_image(feats[name]))
 
         caps_by_id = read_captions_tsv(decode_dir / "captions.tsv")
         missing = [int(i) for i in ids if int(i) not in caps_by_id]
@@ -206,6 +216,16 @@ class Scorer:
         else:
             out.unavailable("attr_acc", "nsd-sim only (scene attributes of the simulation's truth)")
         return out
+
+
+def _n_reconstructed(decode_dir: Path, n: int) -> int:
+    import h5py
+
+    f = decode_dir / "decode.h5"
+    if not f.is_file():
+        raise InputError(f"{f}: not found (the decode stage's output)")
+    with h5py.File(f, "r") as h:
+        return int(h.attrs.get("n_reconstructed", n))
 
 
 def score(brain_h5, decode_dir, *, embed, nsd_root, truth=None, method: str | None = None, **kw) -> Scores:

@@ -551,6 +551,21 @@ class ImageDecoder:
             out = resize_uint8(out, size)
         return out
 
+    def encode_latents(self, images, batch_size: int = 64) -> np.ndarray:
+        """(n, c, h, w) float32 unscaled VAE latents (the posterior mean) of (n, H, W, 3) uint8
+        images, resized to the pipeline's native size: the low-level head's targets."""
+        import torch
+
+        vae = self.pipe.vae
+        out = []
+        with torch.inference_mode():
+            for a in range(0, len(images), batch_size):
+                u8, x = self._init_tensor(images[a:a + batch_size], len(images[a:a + batch_size]))
+                z = vae.encode(x.to(device=self.device, dtype=vae.dtype)).latent_dist.mean
+                out.append(z.float().cpu().numpy())
+        c, h = int(vae.config.latent_channels), self.image_size // self.vae_scale_factor
+        return np.concatenate(out) if out else np.zeros((0, c, h, h), np.float32)
+
     def decode_latents(self, latents, batch_size: int = 64) -> np.ndarray:
         """(n, H, W, 3) uint8 images from unscaled VAE latents (n, c, h, w) — the pipeline's VAE
         decoder, e.g. for a brain model's low-level (blurry) head."""

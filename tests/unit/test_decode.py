@@ -68,6 +68,18 @@ def test_decode_writes_rankings_images_and_captions(files):
     assert sorted(p.name for p in out.parent.iterdir()) == ["subj05"]
 
 
+def test_max_images_reconstructs_the_first_test_images_and_captions_all(files):
+    out = files["tmp"] / "few"
+    decode(files["brain"], out, embed=files["embed"], settings=DecodeSettings(**FAST, max_images=4, n_samples=2))
+    assert sorted(p.name for p in (out / "images").iterdir()) == [f"{i:05d}.png" for i in IDS[:4]]
+    assert sorted(read_captions_tsv(out / "captions.tsv")) == IDS.tolist()
+    with h5py.File(out / "decode.h5") as f:
+        assert f.attrs["n_reconstructed"] == 4 and f["best_of_n"].shape == (4,)
+        assert f["sample_similarity"].shape == (4, 2) and f["retrieved"].shape == (6, 5)
+    with pytest.raises(InputError, match="max_images must be >= 1"):
+        DecodeSettings(max_images=0)
+
+
 def test_predictions_are_decoded_at_the_norm_of_clip_embeddings(files):
     """A contrastive model's outputs have arbitrary norms: decoded after rescaling to CLIP's norm."""
     with h5py.File(files["brain"], "a") as f:
@@ -166,3 +178,39 @@ def test_cli_decode_and_true_embedding(files, tmp_path, mini_nsd, capsys):
     assert main(["decode", "--brain", str(out), str(out), "--embed", str(emb), "--out", str(dec)]) == 2
     assert "2 --brain files for 1 --out" in capsys.readouterr().err
     assert main(["infer", "--prep", str(prep), "--out", str(out)]) == 2
+
+
+def _stimuli(root, ids):
+    from braindecode_pkg.evaluate.score import _stimuli as read
+
+    return read(root, ids)
+
+
+def test_vae_latents_round_trip_and_latents_stage(tmp_path):
+    """encode_latents → decode_latents gives the stimulus back at the decoder's size (the blurry
+    image's source); the latents stage writes one latent per shown image, keyed by nsd_id."""
+    from braindecode_pkg.data import scenes as sc
+    from braindecode_pkg.embed import shown_images
+    from braindecode_pkg.data.layout import NSDPaths
+    from braindecode_pkg.latents import embed_latents
+    from braindecode_pkg.models.image_decoder import ImageDecoder, resize_uint8
+
+    dec = ImageDecoder.load("sim")
+    attrs = sc.sample_scenes(np.random.default_rng(4), 6)
+    imgs = np.stack([np.asarray(sc.render_scene(attrs, i, pil=True).convert("RGB")) for i in range(6)])
+    lat = dec.encode_latents(imgs)
+    assert lat.shape == (6, 4, 16, 16) and lat.dtype == np.float32
+    back = dec.decode_latents(lat).astype(float)
+    small = resize_uint8(imgs, 32).astype(float)
+    err = np.abs(back - small).mean(axis=(1, 2, 3))
+    other = np.abs(back - np.roll(small, 1, axis=0)).mean(axis=(1, 2, 3))
+    assert (err < other).all() and err.max() < 15, (err, other)  # grey levels of 255
+    from braindecode_pkg.data import sim
+
+    sim.simulate(sim.sim_config("tiny", subjects=(1,), sessions=1), tmp_path / "sim")
+    root = tmp_path / "sim/nsd"
+    out = embed_latents(root, [1], tmp_path / "latent.h5", decoder=dec)
+    with h5py.File(out) as f:
+        assert f["nsd_id"][:].tolist() == shown_images(NSDPaths(root), [1]).tolist()
+        assert f["latent"].shape == (len(f["nsd_id"]), 4, 16, 16)
+        np.testing.assert_allclose(f["latent"][:3], dec.encode_latents(_stimuli(root, f["nsd_id"][:3])), atol=1e-5)

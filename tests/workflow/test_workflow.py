@@ -95,6 +95,7 @@ def test_tiny_pipeline_decodes_and_scores_every_method(tiny_run):
     import csv
 
     from braindecode_pkg.decode import read_captions_tsv, read_images
+    from braindecode_pkg.evaluate.score import read_part
 
     res = tiny_run / "results"
     methods = {"pretrain": "pretrained", "ridge-all": "ridge", "adapt-k1": "adapted-k1", "scratch-k1": "scratch-k1",
@@ -106,8 +107,16 @@ def test_tiny_pipeline_decodes_and_scores_every_method(tiny_run):
         with h5py.File(d / "decode.h5") as f, h5py.File(res / f"brain/{method}/subj{s:02d}.h5") as b:
             ids = f["nsd_id"][...]
             assert ids.tolist() == b["nsd_id"][...].tolist() and f["retrieved"].shape == (len(ids), 5)
-        assert read_images(d / "images", ids).shape[0] == len(ids)
+        # tiny.yaml: images of the first 24 sorted test images (decode.max_images), captions of all
+        assert len(ids) > 24 and sorted(p.name for p in (d / "images").iterdir()) == [f"{i:05d}.png" for i in ids[:24]]
         assert sorted(read_captions_tsv(d / "captions.tsv")) == ids.tolist()
+        # tiny.yaml trains the low-level head: brain models' reconstructions start from its blurry image
+        has_latent = method in ("pretrain", "adapt-k1", "scratch-k1", "true_embedding")
+        assert (d / "blurry").is_dir() == has_latent, (method, s)
+        if has_latent:
+            assert read_images(d / "blurry", ids[:24]).shape == (24, 32, 32, 3)
+    with h5py.File(res / "embed/latent.h5") as f, h5py.File(res / "embed/clip.h5") as e:
+        assert f["nsd_id"][...].tolist() == e["nsd_id"][...].tolist() and f["latent"].shape[1:] == (4, 16, 16)
     with open(res / "eval/metrics.tsv", newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     assert list(rows[0]) == ["subject", "method", "metric", "value", "ci_low", "ci_high"]
@@ -122,6 +131,9 @@ def test_tiny_pipeline_decodes_and_scores_every_method(tiny_run):
     for s in (1, 2, 3):  # true embeddings retrieve their own images; the oracle is scored too
         assert float(table[(f"subj{s:02d}", "true_embedding", "retrieval_brain2image_top1")]["value"]) == 1.0
         assert 0 < float(table[(f"subj{s:02d}", "oracle", "retrieval_brain2image_top1")]["value"]) <= 1
+    part = read_part(res / "eval/parts/pretrain/subj01.h5")  # image metrics of the reconstructed 24 only
+    assert np.isfinite(part.metrics["ssim"]["items"][:24]).all() and np.isnan(part.metrics["ssim"]["items"][24:]).all()
+    assert np.isfinite(part.metrics["cider"]["items"]).all()
     assert ("mean", "pretrained", "twoway_clip") in table and ("mean", "true_embedding", "cider") in table
     assert ("mean", "adapted-k1", "pixcorr") not in table  # one subject: no mean row
     for r in rows:

@@ -7,12 +7,14 @@ rule pretrain:
     input:
         prep=[prep_file(s) for s in PRETRAIN_SUBJECTS],
         embed=EMBED,
+        latent=latent_input(),
     output:
         f"{BRAIN_MODELS}/pretrain/model.safetensors",
     params:
         prep=" ".join(f"{int(s)}={prep_file(s)}" for s in PRETRAIN_SUBJECTS),
         sets=regime_sets("pretrain"),
-        heads=BRAIN["heads"],
+        heads=CLIP_HEADS,
+        latent=latent_opt,
         out=lambda wc, output: os.path.dirname(output[0]),
         cli=CLI,
     log:
@@ -21,7 +23,7 @@ rule pretrain:
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} train --regime pretrain --prep {params.prep} --embed {input.embed} "
+        "{params.cli} train --regime pretrain --prep {params.prep} --embed {input.embed} {params.latent} "
         "--heads {params.heads} {params.sets} --set train.threads={threads} --out {params.out} --quiet "
         "> {log} 2>&1"
 
@@ -30,6 +32,7 @@ rule adapt:
     input:
         prep=prep_file(HELDOUT) if HELDOUT else [],
         embed=EMBED,
+        latent=latent_input(),
         init=rules.pretrain.output[0],
     output:
         f"{BRAIN_MODELS}/adapt-k{{k}}/model.safetensors",
@@ -37,6 +40,7 @@ rule adapt:
         k=r"\d+",
     params:
         subject=lambda wc: int(HELDOUT),
+        latent=latent_opt,
         sets=regime_sets("adapt"),
         init=lambda wc, input: os.path.dirname(input.init),
         out=lambda wc, output: os.path.dirname(output[0]),
@@ -47,7 +51,7 @@ rule adapt:
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} train --regime adapt --prep {params.subject}={input.prep} --embed {input.embed} "
+        "{params.cli} train --regime adapt --prep {params.subject}={input.prep} --embed {input.embed} {params.latent} "
         "--init {params.init} --sessions first:{wildcards.k} {params.sets} --set train.threads={threads} "
         "--out {params.out} --quiet > {log} 2>&1"
 
@@ -56,6 +60,7 @@ rule scratch:
     input:
         prep=prep_file(HELDOUT) if HELDOUT else [],
         embed=EMBED,
+        latent=latent_input(),
     output:
         f"{BRAIN_MODELS}/scratch-k{{k}}/model.safetensors",
     wildcard_constraints:
@@ -63,7 +68,8 @@ rule scratch:
     params:
         subject=lambda wc: int(HELDOUT),
         sets=regime_sets("scratch"),
-        heads=BRAIN["heads"],
+        heads=CLIP_HEADS,
+        latent=latent_opt,
         out=lambda wc, output: os.path.dirname(output[0]),
         cli=CLI,
     log:
@@ -72,7 +78,7 @@ rule scratch:
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} train --regime scratch --prep {params.subject}={input.prep} --embed {input.embed} "
+        "{params.cli} train --regime scratch --prep {params.subject}={input.prep} --embed {input.embed} {params.latent} "
         "--heads {params.heads} --sessions first:{wildcards.k} {params.sets} --set train.threads={threads} "
         "--out {params.out} --quiet > {log} 2>&1"
 
@@ -88,7 +94,7 @@ rule ridge:
         subject=r"\d\d",
     params:
         sessions=lambda wc: "all" if wc.sel == "all" else f"first:{wc.sel[1:]}",
-        heads=BRAIN["heads"],
+        heads=CLIP_HEADS,  # ridge maps to the CLIP heads only
         out=lambda wc, output: os.path.dirname(output[0]),
         cli=CLI,
     log:

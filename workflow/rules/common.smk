@@ -105,6 +105,19 @@ if not PRETRAIN_SUBJECTS:
     raise ValueError("config brain.heldout: no subject left to pretrain on")
 KS = sorted(BRAIN["sessions"]) if HELDOUT is not None else []
 EMBED = f"{RESULTS}/embed/clip.h5"
+# the low-level head: brain.heads naming "latent" trains it on the image decoder's VAE latents
+_HEADS = BRAIN["heads"].split(",")
+WANT_LATENT = "latent" in _HEADS
+CLIP_HEADS = ",".join(h for h in _HEADS if h != "latent") or "available"
+LATENT = f"{RESULTS}/embed/latent.h5"
+
+
+def latent_input():
+    return [LATENT] if WANT_LATENT else []
+
+
+def latent_opt(wc, input):
+    return f"--latent {input.latent[0]}" if WANT_LATENT else ""
 BRAIN_MODELS = f"{RESULTS}/models/brain"
 
 

@@ -7,18 +7,21 @@ rule true_embedding:
     input:
         prep=lambda wc: prep_file(wc.subject),
         embed=EMBED,
+        latent=latent_input(),
     output:
         f"{RESULTS}/brain/true_embedding/subj{{subject}}.h5",
     wildcard_constraints:
         subject=r"\d\d",
     params:
+        latent=latent_opt,
         cli=CLI,
     log:
         f"{RESULTS}/logs/brain/true_embedding-subj{{subject}}.log",
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} infer --true-embedding {input.embed} --prep {input.prep} --subject {wildcards.subject} "
+        "{params.cli} infer --true-embedding {input.embed} {params.latent} --prep {input.prep} "
+        "--subject {wildcards.subject} "
         "--out {output} > {log} 2>&1"
 
 

@@ -22,3 +22,26 @@ rule embed:
         "{params.cli} embed --nsd-root {params.root} --subjects {params.subjects} "
         "--sessions {params.sessions} --clip {params.clip} {params.sim_clip} --what {params.what} "
         "--batch-size {params.batch} --out {output} > {log} 2>&1"
+
+
+rule latents:
+    # the low-level head's targets (only when brain.heads names "latent")
+    input:
+        nsd_ready,
+        trained_sim_input("image_decoder"),
+    output:
+        LATENT,
+    params:
+        root=NSD_ROOT,
+        subjects=",".join(str(s) for s in config["subjects"]),
+        sessions=shlex.quote(config["preprocess"]["sessions"]),
+        image_decoder=model_arg("image_decoder"),
+        sim=sim_dir_opt("image_decoder", "--sim-image-decoder"),
+        cli=CLI,
+    log:
+        f"{RESULTS}/logs/latents.log",
+    conda:
+        "../envs/braindecode.yaml"
+    shell:
+        "{params.cli} latents --nsd-root {params.root} --subjects {params.subjects} --sessions {params.sessions} "
+        "--image-decoder {params.image_decoder} {params.sim} --out {output} > {log} 2>&1"
