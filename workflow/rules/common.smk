@@ -118,6 +118,8 @@ def latent_input():
 
 def latent_opt(wc, input):
     return f"--latent {input.latent[0]}" if WANT_LATENT else ""
+
+
 BRAIN_MODELS = f"{RESULTS}/models/brain"
 
 
