@@ -270,8 +270,9 @@ def _cmd_evaluate(args) -> int:
         weights = json.loads(args.feature_weights)
     except ValueError as e:
         raise InputError(f"--feature-weights: not JSON ({e})") from None
-    pairs = _pairs("--brain", args.brain, "--decode", args.decode)
-    pairs = [(b, d, o) for (b, d), (_, o) in zip(pairs, _pairs("--brain", args.brain, "--out", args.out))]
+    _pairs("--brain", args.brain, "--decode", args.decode)
+    _pairs("--brain", args.brain, "--out", args.out)
+    pairs = list(zip(args.brain, args.decode, args.out))
     with score.Scorer(embed=args.embed, nsd_root=args.nsd_root, clip=args.clip, sim_clip=args.sim_clip,
                       feature_weights=weights) as scorer:
         for brain, dec, out in pairs:

@@ -35,12 +35,26 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["infer", "true_embedding", "load_any_model", "predict", "PROTOCOLS"]
+__all__ = ["infer", "true_embedding", "read_model_config", "load_any_model", "predict", "PROTOCOLS"]
 
 PROTOCOLS = {
     "avg_betas": "betas of an image's repeats averaged, then one forward pass",
     "avg_outputs": "one forward pass per trial, outputs of the repeats averaged",
 }
+
+
+def read_model_config(model_dir) -> dict:
+    """The ``config.json`` of a brain or ridge model directory (its ``kind`` tells them apart)."""
+    f = Path(model_dir) / "config.json"
+    if not f.is_file():
+        raise InputError(f"{f}: model config not found (a model directory holds config.json and model.safetensors)")
+    try:
+        doc = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{f}: not a model config ({e})") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{f}: not a model config")
+    return doc
 
 
 def load_any_model(model_dir):
@@ -50,12 +64,7 @@ def load_any_model(model_dir):
 
     d = Path(model_dir)
     cfg = d / "config.json"
-    if not cfg.is_file():
-        raise InputError(f"{cfg}: model config not found (a model directory holds config.json and model.safetensors)")
-    try:
-        kind = json.loads(cfg.read_text()).get("kind")
-    except (ValueError, AttributeError) as e:
-        raise InputError(f"{cfg}: not a model config ({e})") from None
+    kind = read_model_config(d).get("kind")
     if kind == brain.MODEL_KIND:
         return "brain", brain.BrainModel.from_pretrained(d).eval()
     if kind == ridge.MODEL_KIND:

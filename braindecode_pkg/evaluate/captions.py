@@ -83,14 +83,19 @@ def _check(preds, refs):
     return preds, refs
 
 
-def tokenize_pairs(preds, refs):
-    """:func:`tokenize` of the predictions and of every reference (one Java run each)."""
+def tokenize_refs(refs) -> list[list[str]]:
+    """:func:`tokenize` of every reference caption (one Java run), kept grouped per item."""
     flat = tokenize([r for rs in refs for r in rs])
     out, a = [], 0
     for rs in refs:
         out.append(flat[a:a + len(rs)])
         a += len(rs)
-    return tokenize(preds), out
+    return out
+
+
+def tokenize_pairs(preds, refs):
+    """:func:`tokenize` of the predictions and of every reference (one Java run each)."""
+    return tokenize(preds), tokenize_refs(refs)
 
 
 def coco_metrics(preds, refs, *, names=None, tokenized: bool = False, meteor=None) -> dict:

@@ -151,11 +151,7 @@ class Scorer:
             ref = _embed_rows(self.embed, ids)
             ref["stimuli"] = _stimuli(self.nsd_root, ids)
             ref["clip"] = im.clip_features(self.encoder, ref["stimuli"], size=IMAGE_SIZE)
-            flat = cm.tokenize([c for cs in ref["captions"] for c in cs])
-            ref["captions_tok"], a = [], 0
-            for cs in ref["captions"]:
-                ref["captions_tok"].append(flat[a:a + len(cs)])
-                a += len(cs)
+            ref["captions_tok"] = cm.tokenize_refs(ref["captions"])
             self._ref = (ids, ref)
         return self._ref[1]
 

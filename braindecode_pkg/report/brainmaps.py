@@ -14,12 +14,12 @@ The geometry comes from the preprocess output ``results/prep/subjAA.h5`` (``voxe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..infer import read_model_config
 
 __all__ = ["voxel_volume", "adapter_importance", "prep_geometry", "brain_map_entry"]
 
@@ -51,19 +51,6 @@ def voxel_volume(values, voxel_ijk, volume_shape, affine, fill: float = 0.0):
     return img
 
 
-def _read_config(model_dir: Path) -> dict:
-    f = model_dir / "config.json"
-    if not f.is_file():
-        raise InputError(f"{f}: model config not found (a model directory holds config.json and model.safetensors)")
-    try:
-        doc = json.loads(f.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{f}: not JSON ({e})") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{f}: not a model config")
-    return doc
-
-
 def adapter_importance(model_dir, subject, head: str | None = None) -> np.ndarray | None:
     """Per-voxel importance (V,) of ``subject`` in a brain or ridge model directory.
 
@@ -79,7 +66,7 @@ def adapter_importance(model_dir, subject, head: str | None = None) -> np.ndarra
     from ..ridge import MODEL_KIND as RIDGE_KIND
 
     d = Path(model_dir)
-    doc = _read_config(d)
+    doc = read_model_config(d)
     key = subject_key(subject)
     w = d / "model.safetensors"
     kind = doc.get("kind")
@@ -144,7 +131,7 @@ def brain_map_entry(model_dir, subject, prep_h5, bg_img=None, head: str | None =
 
     values = adapter_importance(model_dir, subject, head=head)
     src = str(Path(model_dir))
-    ridge = _read_config(Path(model_dir)).get("kind") == RIDGE_KIND
+    ridge = read_model_config(Path(model_dir)).get("kind") == RIDGE_KIND
     what = ("ridge coefficient norm per voxel" if ridge
             else "adapter weight norm per voxel, ||W[:, v]|| of its first linear layer")
     if values is None:
