@@ -20,6 +20,7 @@ rule pretrain:
     log:
         f"{RESULTS}/logs/brain/pretrain.log",
     threads: 2
+    priority: PRIORITY["pretrain"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -48,6 +49,7 @@ rule adapt:
     log:
         f"{RESULTS}/logs/brain/adapt-k{{k}}.log",
     threads: 2
+    priority: PRIORITY["adapt"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -75,6 +77,7 @@ rule scratch:
     log:
         f"{RESULTS}/logs/brain/scratch-k{{k}}.log",
     threads: 2
+    priority: PRIORITY["scratch"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -100,6 +103,7 @@ rule ridge:
     log:
         f"{RESULTS}/logs/brain/ridge-{{sel}}-subj{{subject}}.log",
     threads: 2
+    priority: PRIORITY["ridge"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -122,6 +126,7 @@ rule infer:
     log:
         f"{RESULTS}/logs/brain/infer-{{method}}-subj{{subject}}.log",
     threads: 1
+    priority: infer_priority
     conda:
         "../envs/braindecode.yaml"
     shell:

@@ -17,6 +17,7 @@ rule true_embedding:
         cli=CLI,
     log:
         f"{RESULTS}/logs/brain/true_embedding-subj{{subject}}.log",
+    priority: PRIORITY["true_embedding"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -47,6 +48,7 @@ for _g, (_s, _ms) in method_groups().items():
         log:
             f"{RESULTS}/logs/decode/{_g}.log",
         threads: 1
+        priority: PRIORITY["decode_main" if on_main_chain(_ms) else "decode"]
         conda:
             "../envs/braindecode.yaml"
         shell:

@@ -16,6 +16,7 @@ rule embed:
     log:
         f"{RESULTS}/logs/embed.log",
     threads: 2
+    priority: PRIORITY["embed"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -40,6 +41,7 @@ rule latents:
         cli=CLI,
     log:
         f"{RESULTS}/logs/latents.log",
+    priority: PRIORITY["latents"]
     conda:
         "../envs/braindecode.yaml"
     shell:

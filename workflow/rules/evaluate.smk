@@ -27,6 +27,7 @@ for _g, (_s, _ms) in method_groups().items():
         log:
             f"{RESULTS}/logs/eval/{_g}.log",
         threads: 1
+        priority: PRIORITY["evaluate_main" if on_main_chain(_ms) else "evaluate"]
         conda:
             "../envs/braindecode.yaml"
         shell:
@@ -54,6 +55,7 @@ rule preprocess_psc:
         f"{RESULTS}/logs/preprocess/psc-subj{{subject}}.log",
     resources:
         mem_mb=1000,
+    priority: PRIORITY["preprocess_psc"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -74,6 +76,7 @@ rule oracle:
         cli=CLI,
     log:
         f"{RESULTS}/logs/eval/oracle-subj{{subject}}.log",
+    priority: PRIORITY["oracle"]
     conda:
         "../envs/braindecode.yaml"
     shell:

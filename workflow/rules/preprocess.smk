@@ -16,6 +16,7 @@ rule preprocess:
         f"{RESULTS}/logs/preprocess/subj{{subject}}.log",
     resources:
         mem_mb=1000,
+    priority: PRIORITY["preprocess"]
     conda:
         "../envs/braindecode.yaml"
     shell:
