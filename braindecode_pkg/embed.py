@@ -344,7 +344,11 @@ def _new_partial(part, signature, ids, captions, parts, d, encoder, cfg, subject
         # every dataset was allocated at creation: reserve its blocks now, so that a disk filled
         # by another job fails here, cleanly, and not in the middle of a batch
         with open(part, "r+b") as fh:
-            os.posix_fallocate(fh.fileno(), 0, h5.id.get_filesize())
+            try:
+                os.posix_fallocate(fh.fileno(), 0, h5.id.get_filesize())
+            except OSError as e:  # a file system without fallocate: the reservation is best-effort
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
         fault_point("embed.created")
     except BaseException:
         h5.close()
