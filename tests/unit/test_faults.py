@@ -58,12 +58,18 @@ def killed_at(argv, fault) -> int:
     return p.exitcode
 
 
-def killed_from_outside(argv, ready, delay: float) -> int | None:
-    """Start the real CLI, wait until ``ready()``, then ``delay`` seconds more, and SIGKILL it."""
+def killed_from_outside(argv, written, delay: float) -> int | None:
+    """Start the real CLI, wait until it has written to a file matching ``written`` (a glob), then
+    ``delay`` seconds more, and SIGKILL it."""
+    t0 = time.time()
     p = subprocess.Popen([sys.executable, "-m", "braindecode_pkg", *argv], env=ENV,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
-    t0 = time.monotonic()
-    while p.poll() is None and not ready() and time.monotonic() - t0 < 300:
+
+    def ready():
+        folder, pattern = Path(written).parent, Path(written).name
+        return any(f.stat().st_mtime >= t0 for f in folder.glob(pattern)) if folder.is_dir() else False
+
+    while p.poll() is None and not ready() and time.time() - t0 < 300:
         time.sleep(0.002)
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
@@ -163,8 +169,7 @@ def test_preprocess_killed_from_outside_at_random_times(world, tmp_path):
     out = tmp_path / "prep/subj01.h5"
     rng = random.Random(6)
     for _ in range(2):
-        rc = killed_from_outside(world["prep_argv"](out), lambda: out.parent.is_dir() and any(out.parent.iterdir()),
-                                 rng.uniform(0.0, 0.2))
+        rc = killed_from_outside(world["prep_argv"](out), out.parent / ".subj01.h5.tmp-*", rng.uniform(0.0, 0.2))
         assert rc == -signal.SIGKILL or (rc == 0 and out.read_bytes() == world["prep_ref"])
     assert run(world["prep_argv"](out)) == 0
     assert out.read_bytes() == world["prep_ref"] and leftovers(out.parent) == []
@@ -195,7 +200,7 @@ def test_embed_partial_altered_on_disk_is_detected_and_rebuilt(world, tmp_path, 
 
 def test_embed_killed_from_outside_at_random_times(world, tmp_path):
     out = tmp_path / "clip.h5"
-    killed_from_outside(world["embed_argv"](out), lambda: partial_path(out).exists(), random.Random(7).uniform(0.0, 1.0))
+    killed_from_outside(world["embed_argv"](out), partial_path(out), random.Random(7).uniform(0.0, 1.0))
     assert run(world["embed_argv"](out)) == 0
     assert out.read_bytes() == world["embed_ref"] and leftovers(tmp_path) == []
 
@@ -229,10 +234,9 @@ def test_train_checkpoint_altered_on_disk_falls_back_to_an_older_one(toy, tmp_pa
 
 def test_train_killed_from_outside_at_random_times(toy, tmp_path):
     out = tmp_path / "model"
-    ck = out / "checkpoints"
     rng = random.Random(8)
-    for _ in range(2):
-        killed_from_outside(toy["argv"](out), lambda: ck.is_dir() and any(ck.iterdir()), rng.uniform(0.0, 0.5))
+    for _ in range(2):  # once training has started (its step log is opened)
+        killed_from_outside(toy["argv"](out), out / "train_log.tsv", rng.uniform(0.0, 0.5))
     assert run(toy["argv"](out)) == 0
     assert_same_model(toy["root"] / "ref", out)
 
