@@ -145,6 +145,24 @@ def cached_sha256(path: str | os.PathLike, cache_dir: Path | None) -> str:
     return digest
 
 
+def write_digest_sidecar(path) -> None:
+    """Write ``PATH.sha256`` (``sha256sum`` format) for a cache file just written, atomically."""
+    path = Path(path)
+    with atomic_path(path.with_name(path.name + ".sha256")) as tmp:
+        tmp.write_text(f"{sha256_file(path)}  {path.name}\n")
+
+
+def sidecar_intact(path) -> bool:
+    """Whether cache file ``path`` matches its ``PATH.sha256`` (False if either is missing: rebuild)."""
+    path = Path(path)
+    side = path.with_name(path.name + ".sha256")
+    try:
+        want = side.read_text().split()[0]
+        return path.is_file() and sha256_file(path) == want
+    except (OSError, IndexError):
+        return False
+
+
 def _entry_check(path: str, key: list, digest) -> str:
     """Checksum of a hash-cache entry: an entry edited or damaged on disk is recomputed."""
     return hashlib.sha256(json.dumps([path, key, digest]).encode()).hexdigest()[:16]

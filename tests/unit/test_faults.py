@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -285,6 +286,27 @@ def test_hash_cache_entry_altered_on_disk_is_recomputed(tmp_path):
     assert json.loads(entry.read_text())["sha256"] == true
     entry.write_text('{"path": ')  # truncated
     assert io.cached_sha256(data, cache) == true
+
+
+def test_rendered_scene_cache_altered_on_disk_is_rendered_again(world, tmp_path, monkeypatch):
+    from braindecode_pkg.models import clip as mclip
+    from braindecode_pkg.models import train_clip
+
+    enc = mclip.ClipEncoder.load(json.loads(world["clip"]))
+    cache = tmp_path / "cache"
+    first = train_clip.scene_set(1, train_clip._P_HELDOUT, 6, 1, enc, cache)["images"]
+    (npy,) = cache.glob("scenes-*.npy")
+    assert io.sidecar_intact(npy)
+    rendered = []
+    real = train_clip.render
+    monkeypatch.setattr(train_clip, "render", lambda *a, **k: rendered.append(1) or real(*a, **k))
+    assert np.array_equal(train_clip.scene_set(1, train_clip._P_HELDOUT, 6, 1, enc, cache)["images"], first)
+    assert rendered == []  # intact: read from the cache
+    data = bytearray(npy.read_bytes())
+    data[-100] ^= 0xFF  # a pixel: np.load would not notice
+    npy.write_bytes(bytes(data))
+    assert np.array_equal(train_clip.scene_set(1, train_clip._P_HELDOUT, 6, 1, enc, cache)["images"], first)
+    assert rendered == [1] and io.sidecar_intact(npy)  # rendered again and rewritten
 
 
 # ---------------------------------------------------------------------------------- full disk
