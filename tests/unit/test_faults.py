@@ -328,6 +328,30 @@ def test_write_failure_leaves_no_output_and_a_clear_message(world, tmp_path, mon
     assert run(world["prep_argv"](out)) == 0 and out.read_bytes() == world["prep_ref"]
 
 
+def test_write_failure_in_a_training_checkpoint(toy, tmp_path, monkeypatch, capsys):
+    """ENOSPC while the second checkpoint is written: one message; the half-written checkpoint is
+    never resumed from; the rerun resumes from the first and ends as an uninterrupted run."""
+    import safetensors.torch
+
+    real, calls = safetensors.torch.save_file, []
+
+    def save_file(tensors, filename, *a, **k):
+        calls.append(filename)
+        if "step-00000004.tmp" in filename and filename.endswith("optimizer.safetensors"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+        return real(tensors, filename, *a, **k)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    out = tmp_path / "model"
+    capsys.readouterr()
+    assert cli.main(toy["argv"](out)) == 1
+    assert "no space left on the device writing" in capsys.readouterr().err
+    assert not (out / "model.safetensors").exists()
+    monkeypatch.undo()
+    assert run(toy["argv"](out)) == 0
+    assert_same_model(toy["root"] / "ref", out)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 256 KiB tmpfs (root only; skipped elsewhere), grown with ``grow()``."""
