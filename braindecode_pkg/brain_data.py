@@ -91,6 +91,9 @@ def load_subject(prep, *, split: str = "train", sessions="all", subject=None) ->
         for name in ("betas", "nsd_id", "session", "is_test"):
             if name not in f:
                 raise InputError(f"{path}: no dataset {name!r}; not a preprocess output")
+        from .io import verify_content
+
+        verify_content(path, f)  # altered on disk since preprocess wrote it: one clear error
         key = subject_key(int(f.attrs["subject"])) if "subject" in f.attrs else None
         if subject is not None:
             want = subject_key(subject)

@@ -528,6 +528,22 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"braindecode-pkg {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if not _disk_full(e):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"braindecode-pkg {args.command}: error: no space left on the device{where} ({e}); "
+              "nothing half-written was kept under an output's name; free space and rerun",
+              file=sys.stderr)
+        return 1
+
+
+def _disk_full(e: OSError) -> bool:
+    """A full disk or an exceeded quota (h5py reports HDF5's write errors without errno)."""
+    import errno
+
+    return e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e) \
+        or "Disk quota exceeded" in str(e)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ dataset             shape, dtype         content
 ``n_captions``      (n,) int8            captions embedded per image (≤ 5)
 ``captions``        (n, 5) utf-8 str     the caption texts ("" past ``n_captions``)
 ``done``            (n,) bool            row written (all True in a finished file)
+``batch_sha256``    (n_batches,) S64     SHA-256 of each batch's embedding rows (see below)
 ==================  ===================  ===================================================
 
 Attributes: ``model`` (name), ``clip_config`` and ``encoder`` (JSON), ``what``, ``subjects``,
@@ -24,16 +25,20 @@ Captions are found as NSD does: ``nsd_stim_info_merged.csv`` gives each image's 
 
 The file is written as ``OUT.partial``: every dataset is allocated when the file is created
 (contiguous, fixed layout), captions and ids are written first, then the embeddings in batches
-of ``batch_size`` rows, each followed by its ``done`` flags. An interrupted run leaves the
-``.partial``; the next run with the same inputs resumes from its first batch not done (same
-batch boundaries, so same results) and renames it to ``OUT`` when every row is done — the bytes
-are those of an uninterrupted run.
+of ``batch_size`` rows, each flushed to disk before its checksum (``batch_sha256``) and ``done``
+flags are written and flushed. An interrupted (even killed) run leaves the ``.partial``; the next
+run with the same inputs first checks every batch marked done against its checksum (one read of
+the partial file; a batch altered on disk, or whose rows never reached it, is embedded again),
+then resumes from the batches not done (same batch boundaries, so same results) and renames the
+file to ``OUT`` when every row is done — the bytes are those of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,10 +46,14 @@ import numpy as np
 
 from .data import nsd
 from .data.layout import NSDPaths
+from .data.stimuli import check_image_brick, read_coco_captions
 from .errors import InputError
+from .io import ContentDigest, fault_point
 
 WHAT = {"pooled": ("pooled",), "tokens": ("tokens",), "both": ("pooled", "tokens")}
 MAX_CAPTIONS = 5
+PARTIAL_FORMAT = 2  # partial files of another format are started over
+EMBEDDINGS = ("image_pooled", "image_tokens", "text")  # what batch_sha256 covers, in this order
 
 __all__ = ["embed_stimuli", "shown_images", "read_captions", "read_rows", "partial_path", "WHAT"]
 
@@ -96,15 +105,7 @@ def read_captions(paths: NSDPaths, nsd_ids: np.ndarray, max_captions: int = MAX_
         f = paths.captions(sp)
         if not f.is_file():
             raise InputError(f"{f}: caption file not found (COCO captions of split {sp!r})")
-        try:
-            doc = json.loads(f.read_text(encoding="utf-8"))
-            anns = doc["annotations"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{f}: not a COCO caption file ({type(e).__name__}: {e})") from None
-        table: dict[int, list] = {}
-        for a in anns:
-            table.setdefault(int(a["image_id"]), []).append((int(a["id"]), str(a["caption"]).strip()))
-        by_split[sp] = table
+        by_split[sp] = read_coco_captions(f)
     out = []
     for i in nsd_ids.tolist():
         caps = by_split[split[i]].get(int(coco[i]))
@@ -166,18 +167,11 @@ def embed_stimuli(nsd_root, subjects, clip, out, *, what: str = "both", batch_si
         raise InputError(f"{root}: NSD root not found")
     paths = NSDPaths(root)
     cfg = encoder.config if encoder is not None and encoder.config is not None else mclip.parse_clip_config(clip, sim_dir=sim_dir)
-    if not paths.stimuli.is_file():
-        raise InputError(f"{paths.stimuli}: stimulus images not found (NSD's nsd_stimuli.hdf5, dataset imgBrick)")
+    check_image_brick(paths.stimuli)
     ids = shown_images(paths, subjects, sessions)
+    check_image_brick(paths.stimuli, ids)
     captions = read_captions(paths, ids)
     import h5py
-
-    with h5py.File(paths.stimuli, "r") as f:
-        if "imgBrick" not in f:
-            raise InputError(f"{paths.stimuli}: no dataset imgBrick (found {list(f.keys())})")
-        shape = f["imgBrick"].shape
-    if len(shape) != 4 or shape[3] != 3 or (len(ids) and ids[-1] >= shape[0]):
-        raise InputError(f"{paths.stimuli}: imgBrick {shape} does not hold (73000, H, W, 3) images for these ids")
 
     from .io import cached_sha256, default_hash_cache
 
@@ -188,7 +182,7 @@ def embed_stimuli(nsd_root, subjects, clip, out, *, what: str = "both", batch_si
     d = encoder.embed_dim
     n = len(ids)
     signature = {
-        "nsd_id_sha1": __import__("hashlib").sha1(ids.tobytes()).hexdigest(), "n": n, "what": what,
+        "format": PARTIAL_FORMAT, "nsd_id_sha1": __import__("hashlib").sha1(ids.tobytes()).hexdigest(), "n": n, "what": what,
         "batch_size": batch_size, "clip_config": cfg.to_dict(), "weights_sha256": weights_sha,
         "captions_sha1": __import__("hashlib").sha1(json.dumps(captions).encode()).hexdigest(),
     }
@@ -199,6 +193,7 @@ def embed_stimuli(nsd_root, subjects, clip, out, *, what: str = "both", batch_si
     if h5 is None:
         h5 = _new_partial(part, signature, ids, captions, parts, d, encoder, cfg, subjects, batch_size, what)
     try:
+        _check_done_batches(h5, part, batch_size)
         done = h5["done"][:]
         starts = [a for a in range(0, n, batch_size) if not done[a:a + batch_size].all()]
         bar = None
@@ -213,10 +208,11 @@ def embed_stimuli(nsd_root, subjects, clip, out, *, what: str = "both", batch_si
                 b = min(n, a + batch_size)
                 imgs = read_rows(brick, ids[a:b])
                 emb = encoder.encode_images(imgs, batch_size=batch_size, what=parts)
+                rows = {}
                 if "pooled" in emb:
-                    h5["image_pooled"][a:b] = emb["pooled"]
+                    rows["image_pooled"] = np.asarray(emb["pooled"], np.float32)
                 if "tokens" in emb:
-                    h5["image_tokens"][a:b] = emb["tokens"]
+                    rows["image_tokens"] = np.asarray(emb["tokens"], np.float32)
                 flat = [c for caps in captions[a:b] for c in caps]
                 t = encoder.encode_text(flat) if flat else np.zeros((0, d), np.float32)
                 block = np.full((b - a, MAX_CAPTIONS, d), np.nan, np.float32)
@@ -224,17 +220,58 @@ def embed_stimuli(nsd_root, subjects, clip, out, *, what: str = "both", batch_si
                 for r, caps in enumerate(captions[a:b]):
                     block[r, : len(caps)] = t[k:k + len(caps)]
                     k += len(caps)
-                h5["text"][a:b] = block
+                rows["text"] = block
+                for name, arr in rows.items():
+                    h5[name][a:b] = arr
+                h5.flush()  # the rows reach the file before the flags that vouch for them
+                fault_point("embed.rows_written")
+                h5["batch_sha256"][a // batch_size] = _rows_digest(rows).encode()
                 h5["done"][a:b] = True
                 h5.flush()
+                fault_point("embed.batch_done")
                 if bar is not None:
                     bar.update(b - a)
         if bar is not None:
             bar.close()
     finally:
         h5.close()
+    fault_point("embed.before_rename")
     os.replace(part, out)
     return out
+
+
+def _rows_digest(rows: dict) -> str:
+    """SHA-256 of one batch's embedding rows (the datasets of :data:`EMBEDDINGS` it has)."""
+    d = ContentDigest()
+    for name in EMBEDDINGS:
+        if name in rows:
+            d.add(name, rows[name])
+    return d.hexdigest()
+
+
+def _check_done_batches(h5, part: Path, batch_size: int) -> list[int]:
+    """Mark undone every batch whose rows do not match its ``batch_sha256``; returns their indices.
+
+    Rows flagged done by a killed run, or altered on disk since, are then embedded again.
+    Costs one read of the embeddings already written (only when resuming).
+    """
+    done = h5["done"][:]
+    n = len(done)
+    names = [x for x in EMBEDDINGS if x in h5]
+    bad = []
+    for i, a in enumerate(range(0, n, batch_size)):
+        b = min(n, a + batch_size)
+        if not done[a:b].any():
+            continue
+        want = h5["batch_sha256"][i].decode(errors="replace")
+        if not done[a:b].all() or _rows_digest({x: h5[x][a:b] for x in names}) != want:
+            bad.append(i)
+            h5["done"][a:b] = False
+    if bad:
+        h5.flush()
+        print(f"[embed] {part}: {len(bad)} batch(es) marked done do not match their checksum "
+              f"(first rows {bad[0] * batch_size}..); embedding them again", file=sys.stderr)
+    return bad
 
 
 def _open_partial(part: Path, signature: dict):
@@ -250,7 +287,10 @@ def _open_partial(part: Path, signature: dict):
         return None
     try:
         same = json.loads(h5.attrs.get("signature", "null")) == signature
-    except (ValueError, TypeError):
+        n_batches = -(-signature["n"] // signature["batch_size"])
+        # a killed creation may have left the signature without every dataset
+        same = same and h5["done"].shape == (signature["n"],) and h5["batch_sha256"].shape == (n_batches,)
+    except (ValueError, TypeError, KeyError, OSError):
         same = False
     if same:
         return h5
@@ -268,6 +308,13 @@ def _new_partial(part, signature, ids, captions, parts, d, encoder, cfg, subject
     from . import __version__
 
     n = len(ids)
+    per_row = 4 * ((d if "pooled" in parts else 0) + (int(np.prod(encoder.token_shape)) if "tokens" in parts else 0)
+                   + MAX_CAPTIONS * d) + 8 + 1 + 1 + 4 * sum(len(c) for caps in captions for c in caps) // max(n, 1)
+    need = n * per_row + (1 << 20)
+    free = shutil.disk_usage(part.parent).free
+    if need > free:  # HDF5 can crash closing a file whose writes failed: refuse before creating it
+        raise OSError(errno.ENOSPC, f"No space left on device: the embeddings need about {need / 1e6:.1f} MB, "
+                      f"{free / 1e6:.1f} MB free", str(part.parent))
     h5 = h5py.File(part, "w", libver="earliest")
     try:
         h5.create_dataset("nsd_id", data=ids.astype(np.int64), track_times=False)
@@ -281,6 +328,7 @@ def _new_partial(part, signature, ids, captions, parts, d, encoder, cfg, subject
             _create(h5, "image_tokens", (n, *encoder.token_shape), np.float32)
         _create(h5, "text", (n, MAX_CAPTIONS, d), np.float32)
         h5.create_dataset("done", data=np.zeros(n, bool), track_times=False)
+        _create(h5, "batch_sha256", (-(-n // batch_size),), "S64")
         a = h5.attrs
         a["model"] = cfg.name
         a["clip_config"] = json.dumps(cfg.to_dict())
@@ -293,6 +341,15 @@ def _new_partial(part, signature, ids, captions, parts, d, encoder, cfg, subject
         a["versions"] = json.dumps({"braindecode_pkg": __version__, "open_clip": open_clip.__version__,
                                     "torch": torch.__version__})
         h5.flush()
+        # every dataset was allocated at creation: reserve its blocks now, so that a disk filled
+        # by another job fails here, cleanly, and not in the middle of a batch
+        with open(part, "r+b") as fh:
+            try:
+                os.posix_fallocate(fh.fileno(), 0, h5.id.get_filesize())
+            except OSError as e:  # a file system without fallocate: the reservation is best-effort
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+        fault_point("embed.created")
     except BaseException:
         h5.close()
         part.unlink()

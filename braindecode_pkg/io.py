@@ -10,19 +10,84 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import Iterator
 
 _HASH_BLOCK = 64 << 20  # large blocks: the hashing thread then rarely waits for the GIL
+_HOST = socket.gethostname().replace("/", "_").replace("-", "_") or "host"
+
+
+def tmp_name(path: Path) -> Path:
+    """The temporary sibling ``.NAME.tmp-HOST-PID`` a writer of ``path`` fills before renaming."""
+    return path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_tmp(path: Path) -> list[Path]:
+    """Remove temporaries of ``path`` left by killed writers on this host (their PID is gone).
+
+    A temporary is never read (only renamed by its own writer), so a leftover is only clutter —
+    but on a full disk it is clutter that matters. Writers on other hosts of a shared file system
+    are left alone: their PIDs cannot be checked from here.
+    """
+    import shutil
+
+    removed = []
+    prefix = f".{path.name}.tmp-{_HOST}-"
+    with contextlib.suppress(OSError):
+        for p in path.parent.iterdir():
+            pid = p.name[len(prefix):]
+            if p.name.startswith(prefix) and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+                removed.append(p)
+    return removed
+
+
+_FAULT_HITS: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Test hook: SIGKILL this process at the named point when ``$BRAINDECODE_FAULT`` is
+    ``NAME`` (first time reached) or ``NAME:N`` (the N-th time). A no-op otherwise."""
+    fault = os.environ.get("BRAINDECODE_FAULT")
+    if not fault:
+        return
+    want, _, nth = fault.partition(":")
+    if want != name:
+        return
+    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
+    if _FAULT_HITS[name] == (int(nth) if nth else 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    A failed block (an exception, e.g. a full disk) removes the temporary; a killed process
+    leaves it, and the next writer of ``path`` on this host removes it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_tmp(path)
+    tmp = tmp_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -67,14 +132,127 @@ def cached_sha256(path: str | os.PathLike, cache_dir: Path | None) -> str:
     try:
         rec = json.loads(entry.read_text())
         if rec.get("path") == str(path) and rec.get("stat") == key:
-            return rec["sha256"]
-    except (OSError, ValueError, KeyError):
+            if rec.get("check") == _entry_check(str(path), key, rec.get("sha256")):
+                return rec["sha256"]
+            # an entry altered on disk (or truncated by another tool): not trusted, rebuilt below
+    except (OSError, ValueError, KeyError, AttributeError):
         pass
     digest = sha256_file(path)
     with contextlib.suppress(OSError):  # a read-only cache only costs speed
         with atomic_path(entry) as tmp:
-            tmp.write_text(json.dumps({"path": str(path), "stat": key, "sha256": digest}))
+            tmp.write_text(json.dumps({"path": str(path), "stat": key, "sha256": digest,
+                                       "check": _entry_check(str(path), key, digest)}))
     return digest
+
+
+def write_digest_sidecar(path) -> None:
+    """Write ``PATH.sha256`` (``sha256sum`` format) for a cache file just written, atomically."""
+    path = Path(path)
+    with atomic_path(path.with_name(path.name + ".sha256")) as tmp:
+        tmp.write_text(f"{sha256_file(path)}  {path.name}\n")
+
+
+def sidecar_intact(path) -> bool:
+    """Whether cache file ``path`` matches its ``PATH.sha256`` (False if either is missing: rebuild)."""
+    path = Path(path)
+    side = path.with_name(path.name + ".sha256")
+    try:
+        want = side.read_text().split()[0]
+        return path.is_file() and sha256_file(path) == want
+    except (OSError, IndexError):
+        return False
+
+
+def _entry_check(path: str, key: list, digest) -> str:
+    """Checksum of a hash-cache entry: an entry edited or damaged on disk is recomputed."""
+    return hashlib.sha256(json.dumps([path, key, digest]).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ content checksums of HDF5
+CONTENT_ATTR = "content_sha256"
+CONTENT_NAMES_ATTR = "content_sha256_datasets"
+_DIGEST_BLOCK = 32 << 20
+
+
+class ContentDigest:
+    """SHA-256 over named arrays, each fed in C order in one or more blocks of rows (the digest
+    does not depend on the block sizes): what an HDF5 output records of its datasets."""
+
+    def __init__(self):
+        self._h = hashlib.sha256()
+
+    def start(self, name: str, dtype, shape) -> None:
+        import numpy as np
+
+        self._h.update(json.dumps([name, np.dtype(dtype).str, [int(n) for n in shape]]).encode())
+
+    def update(self, block) -> None:
+        import numpy as np
+
+        self._h.update(np.ascontiguousarray(block).view(np.uint8).reshape(-1).data)
+
+    def add(self, name: str, arr) -> None:
+        self.start(name, arr.dtype, arr.shape)
+        self.update(arr)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def h5_content_digest(f, names) -> str:
+    """The :class:`ContentDigest` of datasets ``names`` of an open h5py file, read in ~32 MB blocks."""
+    import numpy as np
+
+    d = ContentDigest()
+    for name in names:
+        ds = f[name]
+        d.start(name, ds.dtype, ds.shape)
+        if ds.ndim == 0 or ds.shape[0] == 0:
+            d.update(np.asarray(ds[()]))
+            continue
+        row = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
+        step = max(1, _DIGEST_BLOCK // row)
+        for a in range(0, ds.shape[0], step):
+            d.update(ds[a:a + step])
+    return d.hexdigest()
+
+
+def write_content_digest(f, digest: ContentDigest, names) -> None:
+    """Record ``digest`` (fed with datasets ``names``, in that order) in the file's attributes."""
+    f.attrs[CONTENT_ATTR] = digest.hexdigest()
+    f.attrs[CONTENT_NAMES_ATTR] = json.dumps(list(names))
+
+
+def verify_content(path, f=None) -> bool:
+    """Check an HDF5 output against the content checksum it was written with.
+
+    Returns False for a file written without one (older outputs: not verifiable); raises
+    :class:`~braindecode_pkg.errors.InputError` naming the file if its datasets changed on disk
+    since. Costs one read of the datasets (about 0.5 s per GB from the page cache).
+    """
+    from .errors import InputError
+
+    if f is None:
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                return verify_content(path, f)
+        except OSError as e:
+            raise InputError(f"{path}: cannot open HDF5 ({e}); truncated or corrupt? delete it and rerun "
+                             "the stage that writes it") from None
+    want = f.attrs.get(CONTENT_ATTR)
+    if want is None:
+        return False
+    names = json.loads(f.attrs[CONTENT_NAMES_ATTR])
+    missing = [n for n in names if n not in f]
+    have = None if missing else h5_content_digest(f, names)
+    if have != (want.decode() if isinstance(want, bytes) else str(want)):
+        raise InputError(
+            f"{path}: contents do not match the checksum recorded when it was written "
+            f"({'missing ' + ', '.join(missing) if missing else 'altered or corrupt on disk since'}); "
+            f"delete it and rerun the stage that writes it (snakemake rebuilds it)")
+    return True
 
 
 class BackgroundHashes:
@@ -111,7 +289,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_tmp(path)
+    tmp = tmp_name(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

@@ -24,6 +24,7 @@ def embed_latents(nsd_root, subjects, out, *, image_decoder="sim", sim_dir=None,
     import h5py
 
     from .data.layout import NSDPaths
+    from .data.stimuli import check_image_brick
     from .embed import read_rows, shown_images
     from .io import atomic_path
     from .models.image_decoder import ImageDecoder
@@ -32,9 +33,9 @@ def embed_latents(nsd_root, subjects, out, *, image_decoder="sim", sim_dir=None,
     if not root.is_dir():
         raise InputError(f"{root}: NSD root not found")
     paths = NSDPaths(root)
-    if not paths.stimuli.is_file():
-        raise InputError(f"{paths.stimuli}: stimulus images not found (NSD's nsd_stimuli.hdf5, dataset imgBrick)")
+    check_image_brick(paths.stimuli)
     ids = shown_images(paths, sorted({int(s) for s in subjects}), sessions)
+    check_image_brick(paths.stimuli, ids)
     dec = decoder or ImageDecoder.load(image_decoder, sim_dir=sim_dir)
     chunks = []
     with h5py.File(paths.stimuli, "r") as f:

@@ -19,7 +19,7 @@ from . import __version__
 from .data import nsd
 from .data.layout import PSC_SCALE, NSDPaths
 from .errors import InputError
-from .io import BackgroundHashes, atomic_path, default_hash_cache
+from .io import BackgroundHashes, ContentDigest, atomic_path, default_hash_cache, fault_point, write_content_digest
 
 NORMALISATIONS = {
     "session": "z-score each voxel within each session over all its trials",
@@ -28,6 +28,8 @@ NORMALISATIONS = {
     "none": "percent signal change (int16 / 300), not z-scored",
 }
 DTYPES = ("float32", "float16")
+# the datasets the output's content checksum covers, in order
+CONTENT_DATASETS = ("betas", "nsd_id", "session", "trial", "repeat", "is_test", "voxel_ijk")
 
 
 def zscore_session(x: np.ndarray, fit_rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
@@ -109,6 +111,8 @@ def preprocess(
         betas = h5.create_dataset(
             "betas", shape=(n_t, n_v), dtype=dtype, track_times=False,  # contiguous: fastest to write
         )
+        digest = ContentDigest()  # of every dataset, fed as written: verified by the stages that read it
+        digest.start("betas", np.dtype(dtype), (n_t, n_v))
         row = 0
         for k, (s, f) in enumerate(zip(sess, files)):
             raw = nsd.read_roi_betas(f, ijk, fmt, roi=mask)
@@ -121,8 +125,11 @@ def preprocess(
                 fit = ~table.is_test[table.session == s] if normalisation == "session-train" else None
                 z, c = zscore_session(z, fit)
                 n_const = max(n_const, c)
+            z = z.astype(dtype, copy=False)  # cast here: the digest hashes the stored bytes
             betas[row : row + len(z)] = z
+            digest.update(z)
             row += len(z)
+            fault_point("preprocess.session")
             if progress:
                 print(
                     f"[preprocess subj{subject:02d}] session {s} ({k + 1}/{len(sess)}) "
@@ -134,6 +141,8 @@ def preprocess(
             ("repeat", table.repeat), ("is_test", table.is_test), ("voxel_ijk", ijk.astype(np.int64)),
         ):
             h5.create_dataset(name, data=arr, track_times=False)
+            digest.add(name, h5[name][()])
+        write_content_digest(h5, digest, CONTENT_DATASETS)
         a = h5.attrs
         a["subject"] = subject
         a["affine"] = mask.affine
@@ -151,6 +160,7 @@ def preprocess(
         a["n_constant_voxels"] = n_const
         a["package_version"] = __version__
         a["source_sha256"] = json.dumps(hashes.result(), sort_keys=True)
+        fault_point("preprocess.before_rename")
     if n_const and progress:
         print(f"[preprocess subj{subject:02d}] warning: {n_const} ROI voxels constant in a session (set to 0)",
               file=sys.stderr)

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .io import fault_point, sha256_file
 
 __all__ = ["TrainConfig", "RunConfig", "fit", "run_regime", "load_run_config", "REGIMES", "latest_checkpoint"]
 
@@ -227,12 +228,40 @@ def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def latest_checkpoint(out_dir) -> Path | None:
+def _checkpoints(out_dir) -> list[Path]:
+    """Complete checkpoint directories, newest first."""
     d = Path(out_dir) / CKPT_DIR
     if not d.is_dir():
-        return None
+        return []
     done = sorted(p for p in d.glob("step-*") if (p / "state.json").is_file() and not p.name.endswith(".tmp"))
-    return done[-1] if done else None
+    return done[::-1]
+
+
+def latest_checkpoint(out_dir) -> Path | None:
+    done = _checkpoints(out_dir)
+    return done[0] if done else None
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why ``ckpt`` cannot be trusted (a file missing, or altered on disk since: its SHA-256 differs
+    from the one recorded in ``state.json``), or None. Costs one read of the checkpoint."""
+    from .io import sha256_file
+
+    try:
+        st = json.loads((ckpt / "state.json").read_text())
+        files = st.get("sha256")
+        int(st["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "state.json unreadable"
+    if files is None:  # written before checksums were recorded
+        return None
+    for name, want in sorted(files.items()):
+        f = ckpt / name
+        if not f.is_file():
+            return f"{name} missing"
+        if sha256_file(f) != want:
+            return f"{name} does not match its checksum"
+    return None
 
 
 def _save_checkpoint(out_dir: Path, step: int, model, optimizer, signature: str, accel, keep: int) -> None:
@@ -255,10 +284,13 @@ def _save_checkpoint(out_dir: Path, step: int, model, optimizer, signature: str,
         tensors, meta = _flatten_optimizer(optimizer.state_dict())
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "optimizer.json").write_text(json.dumps(meta))
-        (tmp / "state.json").write_text(json.dumps({"step": step, "signature": signature,
-                                                    "world_size": accel.num_processes}))
+        fault_point("train.checkpoint_files")
     accel.wait_for_everyone()
     if accel.is_main_process:
+        # state.json last, with the SHA-256 of every file: a checkpoint altered on disk is not resumed from
+        files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
+        (tmp / "state.json").write_text(json.dumps({"step": step, "signature": signature,
+                                                    "world_size": accel.num_processes, "sha256": files}))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -385,7 +417,14 @@ def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(
     unwrapped = accel.unwrap_model(pmodel)
 
     start = 0
-    ckpt = latest_checkpoint(out_dir) if resume else None
+    ckpt = None
+    for c in _checkpoints(out_dir) if resume else []:
+        why = checkpoint_problem(c)
+        if why is None:
+            ckpt = c
+            break
+        if accel.is_main_process:
+            print(f"[train] {c}: {why}; not resuming from it", file=sys.stderr)
     if ckpt is not None:
         st = json.loads((ckpt / "state.json").read_text())
         if st.get("signature") != signature:
@@ -486,6 +525,7 @@ def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(
             if log is not None:
                 log.flush()
             _save_checkpoint(out_dir, step, pmodel, optimizer, signature, accel, tcfg.keep_checkpoints)
+        fault_point("train.step")
     if bar is not None:
         bar.close()
     if log is not None:
@@ -543,7 +583,10 @@ def _open_log(path: Path, start: int):
         fh.header_written = False
         return fh
     lines = path.read_text().splitlines(keepends=True)
-    keep = [lines[0]] + [ln for ln in lines[1:] if ln.strip() and int(ln.split("\t", 1)[0]) <= start]
+    n_cols = len(lines[0].split("\t"))
+    # a killed run may have left a last line cut short: only whole rows of steps up to the checkpoint
+    keep = [lines[0]] + [ln for ln in lines[1:] if ln.endswith("\n") and len(ln.split("\t")) == n_cols
+                         and ln.split("\t", 1)[0].isdigit() and int(ln.split("\t", 1)[0]) <= start]
     from .io import atomic_path
 
     with atomic_path(path) as tmp:

@@ -304,6 +304,9 @@ def _read_state_dict(path: Path) -> dict:
 
     if not path.is_file():
         raise InputError(f"{path}: weight file not found")
+    from ..weights_file import check_weights_file
+
+    check_weights_file(path, "feature-net weights")  # never unpickles; a plain pickle is refused here
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..weights_file import check_weights_file
 from .spec import parse_json_text, read_config_file, resolve_sim
 
 __all__ = [
@@ -146,6 +147,7 @@ def _where_to_get(arch: str) -> str:
 def _local_dir_weights(d: Path) -> Path:
     for name in LOCAL_DIR_WEIGHTS:
         if (d / name).is_file():
+            check_weights_file(d / name, "CLIP weights")
             return d / name
     raise InputError(
         f"{d / LOCAL_DIR_SAFETENSORS}: CLIP weights not found (an open_clip local-dir holds "
@@ -270,6 +272,7 @@ def parse_clip_config(spec, *, sim_dir=None) -> ClipConfig:
         raise InputError(f"{p}: CLIP weights file not found (models.clip.pretrained for {arch}); {_where_to_get(arch)}")
     if p.suffix not in WEIGHT_SUFFIXES:
         raise InputError(f"{p}: CLIP weights must be one of {list(WEIGHT_SUFFIXES)} (a state dict)")
+    check_weights_file(p, "CLIP weights")  # a pickle or a broken file stops here, before any work
     return ClipConfig(arch=arch, pretrained=p.resolve(), preprocess=preprocess, precision=precision)
 
 
@@ -288,6 +291,7 @@ def read_state_dict(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
+    check_weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

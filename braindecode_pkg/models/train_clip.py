@@ -177,7 +177,7 @@ def scene_set(seed: int, purpose: int, n: int, n_captions: int, encoder, cache_d
     ``cache_dir=False`` disables the cache. The cache key holds the world version, stream,
     count and the model's preprocessing, so a different resolution never reuses images.
     """
-    from ..io import atomic_path
+    from ..io import atomic_path, sidecar_intact, write_digest_sidecar
 
     attrs, caps = draw_scenes(seed, purpose, n, n_captions)
     images = None
@@ -185,7 +185,7 @@ def scene_set(seed: int, purpose: int, n: int, n_captions: int, encoder, cache_d
     if cache_dir is not False:
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         path = cache / f"scenes-{_cache_key(seed, purpose, n, n_captions, encoder.preprocess_cfg)}.npy"
-        if path.is_file():
+        if path.is_file() and sidecar_intact(path):  # a cache altered on disk is rendered again
             try:
                 images = np.load(path, mmap_mode=None, allow_pickle=False)
                 if images.shape != (n, *encoder.image_size, 3):
@@ -200,6 +200,7 @@ def scene_set(seed: int, purpose: int, n: int, n_captions: int, encoder, cache_d
                 with atomic_path(path) as tmp:
                     with open(tmp, "wb") as fh:
                         np.save(fh, images, allow_pickle=False)
+                write_digest_sidecar(path)
             except OSError:  # a read-only cache only costs time
                 pass
     return {"images": images, "captions": caps, "attrs": attrs}

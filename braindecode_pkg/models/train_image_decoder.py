@@ -176,7 +176,7 @@ def scene_set(seed: int, purpose: int, n: int, image_size: int, encoder, cache_d
     """
     from ..data import scenes as sc
     from ..data.sim import SIM_VERSION
-    from ..io import atomic_path
+    from ..io import atomic_path, sidecar_intact, write_digest_sidecar
 
     attrs = sc.sample_scenes(_rng(seed, purpose), n)
     path = None
@@ -184,7 +184,7 @@ def scene_set(seed: int, purpose: int, n: int, image_size: int, encoder, cache_d
         key = json.dumps([SIM_VERSION, _STREAM, seed, purpose, n, image_size, _clip_key(encoder)])
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         path = cache / f"scenes-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
-        if path.is_file():
+        if path.is_file() and sidecar_intact(path):  # a cache altered on disk is rendered again
             try:
                 with np.load(path, allow_pickle=False) as z:
                     images, embeds = z["images"], z["embeds"]
@@ -199,6 +199,7 @@ def scene_set(seed: int, purpose: int, n: int, image_size: int, encoder, cache_d
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, images=images, embeds=embeds)
+            write_digest_sidecar(path)
         except OSError:  # a read-only cache only costs time
             pass
     return {"images": images, "embeds": embeds, "attrs": attrs}

@@ -225,17 +225,22 @@ def test_cli_runs(mini_nsd, tmp_path):
     assert read_out(out)[0]["betas"].shape == (750, 9)
 
 
-def test_hash_cache_reuses_digests(mini_nsd, tmp_path):
+def test_hash_cache_reuses_digests(mini_nsd, tmp_path, monkeypatch):
+    from braindecode_pkg import io as bio
     from braindecode_pkg.io import cached_sha256, sha256_file
 
     f = mini_nsd["paths"].betas(1, 1, "hdf5")
     cache = tmp_path / "cache"
     d = cached_sha256(f, cache)
     assert d == sha256_file(f) and len(list(cache.iterdir())) == 1
+    hashed = []
+    monkeypatch.setattr(bio, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
+    assert cached_sha256(f, cache) == d and hashed == []  # same stat: not re-hashed
     entry = next(cache.iterdir())
     rec = json.loads(entry.read_text())
-    rec["sha256"] = "remembered"
+    rec["sha256"] = "altered"
     entry.write_text(json.dumps(rec))
-    assert cached_sha256(f, cache) == "remembered"  # same stat: not re-hashed
+    assert cached_sha256(f, cache) == d and len(hashed) == 1  # an entry altered on disk: re-hashed
+    monkeypatch.undo()
     f.write_bytes(f.read_bytes() + b"\0")  # changed file: re-hashed
     assert cached_sha256(f, cache) == sha256_file(f)

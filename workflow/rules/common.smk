@@ -96,6 +96,30 @@ def check_model_configs():
 check_model_configs()
 
 
+def check_inputs():
+    """Cheap checks (milliseconds) before any job runs: on real NSD each subject present, imgBrick's
+    shape and the caption files; feature-net weights files (never unpickled). An nsd_root that does
+    not exist is left to the first job (so a config can be planned with -n away from the data)."""
+    from braindecode_pkg.data.stimuli import check_nsd_root
+    from braindecode_pkg.errors import InputError
+    from braindecode_pkg.weights_file import check_weights_file
+
+    try:
+        if not SIMULATED and os.path.isdir(NSD_ROOT):
+            check_nsd_root(NSD_ROOT, config["subjects"])
+    except InputError as e:
+        raise ValueError(f"config nsd_root: {e}") from None
+    for net, path in config["evaluate"]["feature_weights"].items():
+        if path:
+            try:
+                check_weights_file(path, f"evaluate.feature_weights.{net}")
+            except InputError as e:
+                raise ValueError(f"config evaluate.feature_weights.{net}: {e}") from None
+
+
+check_inputs()
+
+
 BRAIN = config["brain"]
 HELDOUT = None if BRAIN["heldout"] is None else f"{BRAIN['heldout']:02d}"
 if HELDOUT is not None and HELDOUT not in SUBJECTS:
