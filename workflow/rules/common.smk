@@ -212,3 +212,54 @@ def eval_parts():
     if SIMULATED:
         parts += [f"{EVAL}/parts/oracle/subj{s}.h5" for s in SUBJECTS]
     return parts
+
+
+# Job resources from config["resources"] (braindecode_pkg.resources), per rule. The threads of
+# a job are its configured cpus; mem_mb, runtime (minutes), gpu and slurm_partition are what a
+# cluster executor (workflow/profiles/slurm) asks for. Locally only the threads matter.
+from braindecode_pkg import resources as _resources
+from braindecode_pkg.errors import InputError as _InputError
+
+
+def _rule_res(rule):
+    try:
+        return _resources.rule_resources(config["resources"], rule)
+    except _InputError as e:
+        raise ValueError(f"config {e}") from None
+
+
+def job_threads(rule):
+    return int(_rule_res(rule)["cpus"])
+
+
+def job_resources(rule):
+    return _resources.snakemake_resources(_rule_res(rule))
+
+
+def train_gpus(regime):
+    return int(_rule_res(regime)["gpus"])
+
+
+def train_launcher(regime):
+    """`python -m braindecode_pkg`, or `accelerate launch` on one process per GPU when the training
+    rule has more than one GPU."""
+    return _resources.launcher(sys.executable, train_gpus(regime))
+
+
+def train_threads(regime):
+    """torch threads of each of the regime's training processes."""
+    return _resources.threads_per_process(job_threads(regime), train_gpus(regime))
+
+
+def _check_train_batches():
+    from braindecode_pkg.train import TrainConfig
+
+    for regime in _resources.TRAIN_RULES:
+        batch = (BRAIN[regime].get("train") or {}).get("batch_size", TrainConfig.batch_size)
+        try:
+            _resources.check_batch(regime, batch, train_gpus(regime))
+        except _InputError as e:
+            raise ValueError(f"config {e}") from None
+
+
+_check_train_batches()

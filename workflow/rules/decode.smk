@@ -17,6 +17,9 @@ rule true_embedding:
         cli=CLI,
     log:
         f"{RESULTS}/logs/brain/true_embedding-subj{{subject}}.log",
+    threads: job_threads("true_embedding")
+    resources:
+        **job_resources("true_embedding"),
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -46,7 +49,9 @@ for _g, (_s, _ms) in method_groups().items():
             cli=CLI,
         log:
             f"{RESULTS}/logs/decode/{_g}.log",
-        threads: 1
+        threads: job_threads("decode")
+        resources:
+            **job_resources("decode"),
         conda:
             "../envs/braindecode.yaml"
         shell:

@@ -15,7 +15,9 @@ rule embed:
         cli=CLI,
     log:
         f"{RESULTS}/logs/embed.log",
-    threads: 2
+    threads: job_threads("embed")
+    resources:
+        **job_resources("embed"),
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -40,6 +42,9 @@ rule latents:
         cli=CLI,
     log:
         f"{RESULTS}/logs/latents.log",
+    threads: job_threads("latents")
+    resources:
+        **job_resources("latents"),
     conda:
         "../envs/braindecode.yaml"
     shell:

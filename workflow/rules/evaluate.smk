@@ -26,7 +26,9 @@ for _g, (_s, _ms) in method_groups().items():
             cli=CLI,
         log:
             f"{RESULTS}/logs/eval/{_g}.log",
-        threads: 1
+        threads: job_threads("evaluate")
+        resources:
+            **job_resources("evaluate"),
         conda:
             "../envs/braindecode.yaml"
         shell:
@@ -52,8 +54,9 @@ rule preprocess_psc:
         cli=CLI,
     log:
         f"{RESULTS}/logs/preprocess/psc-subj{{subject}}.log",
+    threads: job_threads("preprocess_psc")
     resources:
-        mem_mb=1000,
+        **job_resources("preprocess_psc"),
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -74,6 +77,9 @@ rule oracle:
         cli=CLI,
     log:
         f"{RESULTS}/logs/eval/oracle-subj{{subject}}.log",
+    threads: job_threads("oracle")
+    resources:
+        **job_resources("oracle"),
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -90,6 +96,9 @@ rule collect:
         cli=CLI,
     log:
         f"{RESULTS}/logs/eval/collect.log",
+    threads: job_threads("collect")
+    resources:
+        **job_resources("collect"),
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -116,6 +125,9 @@ rule report:
         cli=CLI,
     log:
         f"{RESULTS}/logs/report.log",
+    threads: job_threads("report")
+    resources:
+        **job_resources("report"),
     conda:
         "../envs/braindecode.yaml"
     shell:
