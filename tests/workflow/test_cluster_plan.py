@@ -1,15 +1,19 @@
 """Job resources from the config and multi-GPU training, planned with `snakemake -n -p` (no job
-runs): the requests each rule's jobs make and the accelerate launch of a training rule given more
-than one GPU."""
+runs): the requests each rule's jobs make, the accelerate launch of a training rule given more
+than one GPU, and the MindEye2-scale preset against an NSD-shaped tree of placeholder files."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from braindecode_pkg.data.placeholders import write_placeholders
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
@@ -112,3 +116,77 @@ def test_batch_that_does_not_split_over_the_gpus_stops_before_any_job(tmp_path):
 def test_bad_resources_fail_the_schema(tmp_path, text, words):
     out = _fails(tmp_path, text)
     assert all(w in out for w in words), out[-2000:]
+
+
+# ------------------------------------------------------------------------ MindEye2 scale
+def placeholder_weights(root: Path) -> Path:
+    """Files where config/nsd-mindeye2.yaml's checks look for its weights (empty where only
+    existence is checked), and a config that points there."""
+    from braindecode_pkg.models import captioner
+
+    clip = root / "clip/open_clip_pytorch_model.bin"
+    unclip = root / "unclip"
+    cap, lm = root / "captioner", root / "gpt2"
+    for d in (clip.parent, unclip, cap, lm):
+        d.mkdir(parents=True)
+    clip.touch()
+    (unclip / "model_index.json").write_text(json.dumps({"_class_name": "StableUnCLIPImg2ImgPipeline"}))
+    (cap / "config.json").write_text(json.dumps({"format": captioner.FORMAT, "mapper": {}}))
+    for f in (cap / "model.safetensors", lm / "config.json", lm / "model.safetensors", lm / "tokenizer.json"):
+        f.touch()
+    cfg = root / "weights.yaml"
+    cfg.write_text(f"models:\n  clip: {{arch: ViT-bigG-14, pretrained: {clip}}}\n"
+                   f"  image_decoder: {{pipeline_dir: {unclip}}}\n  captioner: {{dir: {cap}, lm: {lm}}}\n")
+    return cfg
+
+
+def test_mindeye2_preset_plans_against_an_nsd_shaped_tree(tmp_path):
+    nsd = tmp_path / "nsd"
+    write_placeholders(nsd)
+    weights = placeholder_weights(tmp_path / "weights")
+    root = tmp_path / "root.yaml"
+    root.write_text(f"nsd_root: {nsd}\n")
+    out = plan(tmp_path, REPO / "config/nsd-mindeye2.yaml", weights, root)
+    c = counts(out)
+    # 8 subjects; subject 1 held out and adapted from 1 and 40 sessions; ridge for 7 + 2
+    assert {k: c.get(k) for k in ("preprocess", "embed", "latents", "pretrain", "adapt", "scratch", "ridge",
+                                  "infer", "true_embedding", "collect", "report")} == \
+        {"preprocess": 8, "embed": 1, "latents": 1, "pretrain": 1, "adapt": 2, "scratch": 2, "ridge": 9,
+         "infer": 20, "true_embedding": 8, "collect": 1, "report": 1}
+    assert not {"simulate", "oracle", "preprocess_psc"} & set(c)
+    j = jobs(out)
+    pre = j["pretrain"][0]
+    assert f"{ACCEL} 8 " in pre["cmd"] and "--set train.threads=8 " in pre["cmd"]  # 64 cores, 8 processes
+    assert "--set model.width=4096 " in pre["cmd"] and "--set model.n_blocks=4 " in pre["cmd"]
+    assert "--set train.batch_size=192 " in pre["cmd"]
+    assert "--heads pooled,tokens" in pre["cmd"] and "--latent results/embed/latent.h5" in pre["cmd"]
+    assert (pre["resources"]["gpu"], pre["resources"]["mem_mb"], pre["resources"]["runtime"]) == ("8", "900000", "4320")
+    for job in j["adapt"] + j["scratch"]:
+        assert f"{ACCEL} 4 " in job["cmd"] and job["resources"]["gpu"] == "4"
+    assert {re.search(r"--sessions first:(\d+)", job["cmd"]).group(1) for job in j["adapt"]} == {"1", "40"}
+    assert all("accelerate" not in job["cmd"] for rule in ("embed", "infer", "ridge") for job in j[rule])
+    # the training settings are ones the package accepts (a typo would only fail once the job runs)
+    import dataclasses
+
+    from braindecode_pkg.models.brain import BrainConfig
+    from braindecode_pkg.train import load_run_config
+
+    for rule in ("pretrain", "adapt", "scratch"):
+        args = shlex.split(j[rule][0]["cmd"].split(">")[0])
+        rc = load_run_config(overrides=[args[i + 1] for i, a in enumerate(args) if a == "--set"])
+        assert set(rc.model) <= {f.name for f in dataclasses.fields(BrainConfig)}, rule
+    assert j["embed"][0]["resources"]["gpu"] == "1"
+    # every preprocess job reads the subject's NSD files from the tree
+    subjects = sorted(re.search(r"--subject (\d+)", job["cmd"]).group(1) for job in j["preprocess"])
+    assert subjects == [f"{s:02d}" for s in range(1, 9)]
+    assert all(f"--nsd-root {nsd}" in job["cmd"] for job in j["preprocess"])
+
+
+def test_real_nsd_root_missing_files_stop_before_any_job(tmp_path):
+    nsd = tmp_path / "nsd"
+    write_placeholders(nsd, subjects=(1, 2, 5, 7), formats=("hdf5",))
+    (nsd / "nsddata_betas/ppdata/subj05/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session01.hdf5").unlink()
+    out = _fails(tmp_path, f"nsd_root: {nsd}\nsubjects: [1, 2, 5, 7]\nbrain: {{heldout: 7}}\n")
+    assert "config nsd_root" in out and "subj05/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session01.hdf5" in out
+    out = _fails(tmp_path, f"nsd_root: {tmp_path / 'nowhere'}\nsubjects: [1, 2]\nbrain: {{heldout: 2}}\n")
+    assert f"{tmp_path / 'nowhere'}: NSD root not found" in out

@@ -96,6 +96,23 @@ def check_model_configs():
 check_model_configs()
 
 
+def check_nsd_root():
+    """A real NSD root must hold what the stages read first: one clear message before any job runs."""
+    from braindecode_pkg.data.layout import check_root
+    from braindecode_pkg.errors import InputError
+
+    pre = config["preprocess"]
+    try:
+        check_root(NSD_ROOT, config["subjects"], roi=pre["roi"], fmt=pre["format"], sessions=pre["sessions"],
+                   resolution=pre["resolution"], beta_version=pre["beta_version"])
+    except InputError as e:
+        raise ValueError(f"config nsd_root: {e}") from None
+
+
+if not SIMULATED:
+    check_nsd_root()
+
+
 BRAIN = config["brain"]
 HELDOUT = None if BRAIN["heldout"] is None else f"{BRAIN['heldout']:02d}"
 if HELDOUT is not None and HELDOUT not in SUBJECTS:
