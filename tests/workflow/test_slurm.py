@@ -1,6 +1,6 @@
 """workflow/profiles/slurm end to end: the tiny preset through sbatch on a real single-node SLURM
 cluster that this module configures and starts (tests/workflow/slurm_cluster.py). Where SLURM
-cannot start here the test skips and says why. Marked slow: 14 min on 2 busy cores (36 jobs, each
+cannot start here the test skips and says why. Marked slow: 13.9 min on 2 busy cores (36 jobs, each
 starting its own snakemake inside the allocation); CI (.ci/run) runs it after the default suite."""
 
 from __future__ import annotations
