@@ -23,6 +23,7 @@ rule pretrain:
     threads: job_threads("pretrain")
     resources:
         **job_resources("pretrain"),
+    priority: PRIORITY["pretrain"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -54,6 +55,7 @@ rule adapt:
     threads: job_threads("adapt")
     resources:
         **job_resources("adapt"),
+    priority: PRIORITY["adapt"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -84,6 +86,7 @@ rule scratch:
     threads: job_threads("scratch")
     resources:
         **job_resources("scratch"),
+    priority: PRIORITY["scratch"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -111,6 +114,7 @@ rule ridge:
     threads: job_threads("ridge")
     resources:
         **job_resources("ridge"),
+    priority: PRIORITY["ridge"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -135,6 +139,7 @@ rule infer:
     threads: job_threads("infer")
     resources:
         **job_resources("infer"),
+    priority: infer_priority
     conda:
         "../envs/braindecode.yaml"
     shell:

@@ -213,6 +213,28 @@ def method_groups():
     return out
 
 
+# Scheduling on few cores. The longest chain of the default run is simulate -> preprocess -> embed
+# -> pretrain -> adapt -> infer -> decode -> evaluate of the held-out subject; Snakemake starts the
+# ready jobs of highest priority first, so the jobs on that chain come first and the rest (scratch,
+# ridge, the other subjects' decoding, the oracle) fill the free cores. Priorities only order
+# jobs: they change no output.
+PRIORITY = {
+    "preprocess": 90, "latents": 85, "embed": 80, "pretrain": 70, "adapt": 60,
+    "true_embedding": 55, "infer_main": 50, "decode_main": 45, "evaluate_main": 40,
+    "scratch": 35, "ridge": 30, "infer": 25, "decode": 20, "evaluate": 15, "preprocess_psc": 5,
+    "oracle": 5,
+}
+
+
+def on_main_chain(methods):
+    """Whether the pretrained/adapted models' embeddings are among `methods`."""
+    return any(m == "pretrain" or m.startswith("adapt-") for m in methods)
+
+
+def infer_priority(wildcards):
+    return PRIORITY["infer_main" if on_main_chain([wildcards.method]) else "infer"]
+
+
 def decode_sets():
     """`--set KEY=VALUE` options of the decode stage (config section decode)."""
     return " ".join(f"--set {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in config["decode"].items())

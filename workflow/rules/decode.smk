@@ -20,6 +20,7 @@ rule true_embedding:
     threads: job_threads("true_embedding")
     resources:
         **job_resources("true_embedding"),
+    priority: PRIORITY["true_embedding"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -52,6 +53,7 @@ for _g, (_s, _ms) in method_groups().items():
         threads: job_threads("decode")
         resources:
             **job_resources("decode"),
+        priority: PRIORITY["decode_main" if on_main_chain(_ms) else "decode"]
         conda:
             "../envs/braindecode.yaml"
         shell:

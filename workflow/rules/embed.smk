@@ -18,6 +18,7 @@ rule embed:
     threads: job_threads("embed")
     resources:
         **job_resources("embed"),
+    priority: PRIORITY["embed"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -45,6 +46,7 @@ rule latents:
     threads: job_threads("latents")
     resources:
         **job_resources("latents"),
+    priority: PRIORITY["latents"]
     conda:
         "../envs/braindecode.yaml"
     shell:

@@ -29,6 +29,7 @@ for _g, (_s, _ms) in method_groups().items():
         threads: job_threads("evaluate")
         resources:
             **job_resources("evaluate"),
+        priority: PRIORITY["evaluate_main" if on_main_chain(_ms) else "evaluate"]
         conda:
             "../envs/braindecode.yaml"
         shell:
@@ -57,6 +58,7 @@ rule preprocess_psc:
     threads: job_threads("preprocess_psc")
     resources:
         **job_resources("preprocess_psc"),
+    priority: PRIORITY["preprocess_psc"]
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -80,6 +82,7 @@ rule oracle:
     threads: job_threads("oracle")
     resources:
         **job_resources("oracle"),
+    priority: PRIORITY["oracle"]
     conda:
         "../envs/braindecode.yaml"
     shell:

@@ -17,6 +17,7 @@ rule preprocess:
     threads: job_threads("preprocess")
     resources:
         **job_resources("preprocess"),
+    priority: PRIORITY["preprocess"]
     conda:
         "../envs/braindecode.yaml"
     shell:
