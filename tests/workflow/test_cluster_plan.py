@@ -77,7 +77,7 @@ def test_rule_resources_come_from_the_config(tmp_path):
 def test_training_with_several_gpus_launches_through_accelerate(tmp_path):
     over = tmp_path / "gpus.yaml"
     over.write_text("resources:\n  pretrain: {cpus: 8, gpus: 4}\n  adapt: {gpus: 1}\n")
-    j = jobs(plan(tmp_path, REPO / "config/tiny.yaml", over))
+    j = jobs(plan(tmp_path, REPO / "config/tiny.yaml", over, extra=("--cores", "8")))
     pre = j["pretrain"][0]["cmd"]
     assert f"{ACCEL} 4 --num_machines 1 --main_process_port 0" in pre
     assert pre.index(ACCEL) < pre.index("-m braindecode_pkg train --regime pretrain")
@@ -86,6 +86,11 @@ def test_training_with_several_gpus_launches_through_accelerate(tmp_path):
         cmd = j[rule][0]["cmd"]
         assert "accelerate" not in cmd and re.search(r"python\S* -m braindecode_pkg train --regime " + rule, cmd)
         assert "--set train.threads=2 " in cmd
+    # the launch follows the job's own request: --set-resources and --set-threads change both
+    j = jobs(plan(tmp_path, REPO / "config/tiny.yaml", over,
+                  extra=("--cores", "8", "--set-resources", "pretrain:gpu=2", "--set-threads", "pretrain=6")))
+    assert f"{ACCEL} 2 " in j["pretrain"][0]["cmd"] and "--set train.threads=3 " in j["pretrain"][0]["cmd"]
+    assert j["pretrain"][0]["resources"]["gpu"] == "2"
 
 
 def test_cpu_only_default_runs_training_plainly(tmp_path):
@@ -146,7 +151,7 @@ def test_mindeye2_preset_plans_against_an_nsd_shaped_tree(tmp_path):
     weights = placeholder_weights(tmp_path / "weights")
     root = tmp_path / "root.yaml"
     root.write_text(f"nsd_root: {nsd}\n")
-    out = plan(tmp_path, REPO / "config/nsd-mindeye2.yaml", weights, root)
+    out = plan(tmp_path, REPO / "config/nsd-mindeye2.yaml", weights, root, extra=("--cores", "64"))
     c = counts(out)
     # 8 subjects; subject 1 held out and adapted from 1 and 40 sessions; ridge for 7 + 2
     assert {k: c.get(k) for k in ("preprocess", "embed", "latents", "pretrain", "adapt", "scratch", "ridge",

@@ -16,8 +16,8 @@ rule pretrain:
         heads=CLIP_HEADS,
         latent=latent_opt,
         out=lambda wc, output: os.path.dirname(output[0]),
-        launch=train_launcher("pretrain"),
-        threads=train_threads("pretrain"),
+        launch=train_launcher,
+        threads=train_threads,
     log:
         f"{RESULTS}/logs/brain/pretrain.log",
     threads: job_threads("pretrain")
@@ -48,8 +48,8 @@ rule adapt:
         sets=regime_sets("adapt"),
         init=lambda wc, input: os.path.dirname(input.init),
         out=lambda wc, output: os.path.dirname(output[0]),
-        launch=train_launcher("adapt"),
-        threads=train_threads("adapt"),
+        launch=train_launcher,
+        threads=train_threads,
     log:
         f"{RESULTS}/logs/brain/adapt-k{{k}}.log",
     threads: job_threads("adapt")
@@ -79,8 +79,8 @@ rule scratch:
         heads=CLIP_HEADS,
         latent=latent_opt,
         out=lambda wc, output: os.path.dirname(output[0]),
-        launch=train_launcher("scratch"),
-        threads=train_threads("scratch"),
+        launch=train_launcher,
+        threads=train_threads,
     log:
         f"{RESULTS}/logs/brain/scratch-k{{k}}.log",
     threads: job_threads("scratch")

@@ -279,15 +279,17 @@ def train_gpus(regime):
     return int(_rule_res(regime)["gpus"])
 
 
-def train_launcher(regime):
-    """`python -m braindecode_pkg`, or `accelerate launch` on one process per GPU when the training
-    rule has more than one GPU."""
-    return _resources.launcher(sys.executable, train_gpus(regime))
+def train_launcher(wildcards, resources):
+    """Params function of a training rule: `python -m braindecode_pkg`, or `accelerate launch` on
+    one process per GPU when the job has more than one (its gpu resource: the config's, or what
+    --set-resources gives)."""
+    return _resources.launcher(sys.executable, int(resources.gpu))
 
 
-def train_threads(regime):
-    """torch threads of each of the regime's training processes."""
-    return _resources.threads_per_process(job_threads(regime), train_gpus(regime))
+def train_threads(wildcards, threads, resources):
+    """Params function: torch threads of each training process (the job's threads, after --cores
+    and --set-threads, shared by its processes)."""
+    return _resources.threads_per_process(threads, int(resources.gpu))
 
 
 def _check_train_batches():
