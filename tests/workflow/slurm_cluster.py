@@ -155,8 +155,17 @@ PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=U
 
     # ----------------------------------------------------------------------------- teardown
     def stop(self) -> None:
-        if self.bins.get("scancel") or _which("scancel"):
-            subprocess.run([_which("scancel"), "--quiet", "-u", "root"], env=self.env, capture_output=True, timeout=30)
+        """Cancel the cluster's jobs, wait (up to 60 s) until none runs, stop the daemons."""
+        scancel, squeue = _which("scancel"), self.bins.get("squeue")
+        if scancel and squeue and (self.root / "slurmctld.pid").is_file():
+            subprocess.run([scancel, "--quiet", "-u", "root"], env=self.env, capture_output=True, timeout=30)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                r = subprocess.run([squeue, "-h", "-t", "RUNNING,COMPLETING,PENDING,CONFIGURING", "-o", "%i"],
+                                   env=self.env, capture_output=True, text=True, timeout=30)
+                if r.returncode != 0 or not r.stdout.strip():
+                    break
+                time.sleep(1)
         for pidfile in ("slurmd.pid", "slurmctld.pid", "munge/munged.pid"):
             p = self.root / pidfile
             if not p.is_file():

@@ -40,7 +40,7 @@ def test_tiny_preset_runs_through_sbatch(slurm, tmp_path):
          "--configfile", str(REPO / "config/tiny.yaml"), str(over),
          # the test cluster keeps no accounting database (no sacct); poll soon after a job ends
          "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1"],
-        env=slurm.env, capture_output=True, text=True, timeout=1800,
+        env=slurm.env, capture_output=True, text=True, timeout=3600,  # a guard against hangs, not a time limit
     )
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-5000:]
