@@ -36,6 +36,16 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _cmd_nsd_placeholders(args) -> int:
+    from .data.placeholders import write_placeholders
+
+    files = write_placeholders(args.out, _subject_list(args.subjects), sessions=args.sessions,
+                               formats=tuple(args.formats.split(",")), beta_version=args.beta_version,
+                               sized=args.sized)
+    print(f"{len(files)} placeholder files under {args.out}")
+    return 0
+
+
 def _cmd_preprocess(args) -> int:
     from .preprocess import preprocess
 
@@ -314,6 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a preset field; VALUE is YAML (repeatable)")
     s.add_argument("--out", required=True, help="output folder: OUT/nsd (NSD root) and OUT/sim_truth")
     s.set_defaults(func=_cmd_simulate)
+
+    s = sub.add_parser("nsd-placeholders",
+                       help="an NSD-shaped tree of empty files with the real names (to plan a real-NSD run)")
+    s.add_argument("--out", required=True, help="folder to write the tree under (the nsd_root of a config)")
+    s.add_argument("--subjects", default="1,2,3,4,5,6,7,8", help="NSD subjects (default: all 8)")
+    s.add_argument("--sessions", default="all", choices=["all", "legacy"],
+                   help="all: the 2023 release's 40/40/32/30/40/32/40/30; legacy: 37/37/29/27/37/29/37/27")
+    s.add_argument("--formats", default="hdf5,nifti", help="beta formats: hdf5, nifti or both (default)")
+    s.add_argument("--beta-version", default="betas_fithrf_GLMdenoise_RR")
+    s.add_argument("--sized", action="store_true",
+                   help="give files of known size (.hdf5 betas and stimuli) that apparent size (sparse files)")
+    s.set_defaults(func=_cmd_nsd_placeholders)
 
     s = sub.add_parser("preprocess", help="ROI betas -> PSC -> per-session z-score -> results/prep/subjAA.h5")
     s.add_argument("--nsd-root", required=True, help="NSD root (real NSD or nsd-sim's OUT/nsd)")

@@ -139,3 +139,32 @@ class NSDPaths:
     def beta_meta(self, subject: int, name: str) -> Path:
         """Per-voxel metadata beside the betas: ``ncsnr``, ``R2``, ``meanbeta``..."""
         return self.betas_dir(subject) / f"{name}.nii.gz"
+
+
+def check_root(root, subjects, *, roi: str = "nsdgeneral", fmt: str = "hdf5", sessions: str = "all",
+               resolution: str = "func1pt8mm", beta_version: str = "betas_fithrf_GLMdenoise_RR") -> None:
+    """Check, before any job is planned, that ``root`` has the files a run on it starts from: the
+    design, stimulus table and stimuli, and per subject its responses, the ROI volume and the beta
+    files of the sessions (with ``all``/``legacy``, which ``responses.tsv`` resolves when the stage
+    runs, session 1). Only existence is checked; raises ``InputError`` naming the first missing
+    path and how many more are missing."""
+    from ..errors import InputError
+
+    p = NSDPaths(root, resolution=resolution, beta_version=beta_version)
+    if not p.root.is_dir():
+        raise InputError(f"{p.root}: NSD root not found (the folder that holds nsddata/, nsddata_betas/, "
+                         "nsddata_stimuli/)")
+    want = [p.expdesign, p.stim_info, p.stimuli]
+    for s in subjects:
+        if str(sessions).strip() in ("all", "legacy"):
+            listed = [1]
+        else:
+            listed = []
+            for part in str(sessions).split(","):
+                a, _, b = part.partition("-")
+                listed += range(int(a), int(b or a) + 1)
+        want += [p.responses(s), p.roi(s, roi.partition(":")[0])] + [p.betas(s, n, fmt) for n in listed]
+    missing = [f for f in want if not f.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more missing files)" if len(missing) > 1 else ""
+        raise InputError(f"{missing[0]}: not found under the NSD root {p.root}{more}")

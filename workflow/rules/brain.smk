@@ -16,16 +16,19 @@ rule pretrain:
         heads=CLIP_HEADS,
         latent=latent_opt,
         out=lambda wc, output: os.path.dirname(output[0]),
-        cli=CLI,
+        launch=train_launcher,
+        threads=train_threads,
     log:
         f"{RESULTS}/logs/brain/pretrain.log",
-    threads: 2
+    threads: job_threads("pretrain")
+    resources:
+        **job_resources("pretrain"),
     priority: PRIORITY["pretrain"]
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} train --regime pretrain --prep {params.prep} --embed {input.embed} {params.latent} "
-        "--heads {params.heads} {params.sets} --set train.threads={threads} --out {params.out} --quiet "
+        "{params.launch} train --regime pretrain --prep {params.prep} --embed {input.embed} {params.latent} "
+        "--heads {params.heads} {params.sets} --set train.threads={params.threads} --out {params.out} --quiet "
         "> {log} 2>&1"
 
 
@@ -45,16 +48,19 @@ rule adapt:
         sets=regime_sets("adapt"),
         init=lambda wc, input: os.path.dirname(input.init),
         out=lambda wc, output: os.path.dirname(output[0]),
-        cli=CLI,
+        launch=train_launcher,
+        threads=train_threads,
     log:
         f"{RESULTS}/logs/brain/adapt-k{{k}}.log",
-    threads: 2
+    threads: job_threads("adapt")
+    resources:
+        **job_resources("adapt"),
     priority: PRIORITY["adapt"]
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} train --regime adapt --prep {params.subject}={input.prep} --embed {input.embed} {params.latent} "
-        "--init {params.init} --sessions first:{wildcards.k} {params.sets} --set train.threads={threads} "
+        "{params.launch} train --regime adapt --prep {params.subject}={input.prep} --embed {input.embed} {params.latent} "
+        "--init {params.init} --sessions first:{wildcards.k} {params.sets} --set train.threads={params.threads} "
         "--out {params.out} --quiet > {log} 2>&1"
 
 
@@ -73,16 +79,19 @@ rule scratch:
         heads=CLIP_HEADS,
         latent=latent_opt,
         out=lambda wc, output: os.path.dirname(output[0]),
-        cli=CLI,
+        launch=train_launcher,
+        threads=train_threads,
     log:
         f"{RESULTS}/logs/brain/scratch-k{{k}}.log",
-    threads: 2
+    threads: job_threads("scratch")
+    resources:
+        **job_resources("scratch"),
     priority: PRIORITY["scratch"]
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} train --regime scratch --prep {params.subject}={input.prep} --embed {input.embed} {params.latent} "
-        "--heads {params.heads} --sessions first:{wildcards.k} {params.sets} --set train.threads={threads} "
+        "{params.launch} train --regime scratch --prep {params.subject}={input.prep} --embed {input.embed} {params.latent} "
+        "--heads {params.heads} --sessions first:{wildcards.k} {params.sets} --set train.threads={params.threads} "
         "--out {params.out} --quiet > {log} 2>&1"
 
 
@@ -102,7 +111,9 @@ rule ridge:
         cli=CLI,
     log:
         f"{RESULTS}/logs/brain/ridge-{{sel}}-subj{{subject}}.log",
-    threads: 2
+    threads: job_threads("ridge")
+    resources:
+        **job_resources("ridge"),
     priority: PRIORITY["ridge"]
     conda:
         "../envs/braindecode.yaml"
@@ -125,7 +136,9 @@ rule infer:
         cli=CLI,
     log:
         f"{RESULTS}/logs/brain/infer-{{method}}-subj{{subject}}.log",
-    threads: 1
+    threads: job_threads("infer")
+    resources:
+        **job_resources("infer"),
     priority: infer_priority
     conda:
         "../envs/braindecode.yaml"

@@ -97,15 +97,20 @@ check_model_configs()
 
 
 def check_inputs():
-    """Cheap checks (milliseconds) before any job runs: on real NSD each subject present, imgBrick's
-    shape and the caption files; feature-net weights files (never unpickled). An nsd_root that does
-    not exist is left to the first job (so a config can be planned with -n away from the data)."""
+    """Cheap checks (milliseconds) before any job runs. On real NSD: the files the stages start
+    from exist (each subject's responses, ROI and first beta file; the design; the stimuli), the
+    image brick has NSD's layout and the caption files look like COCO JSON. Feature-net weights
+    files are checked without unpickling."""
+    from braindecode_pkg.data.layout import check_root
     from braindecode_pkg.data.stimuli import check_nsd_root
     from braindecode_pkg.errors import InputError
     from braindecode_pkg.weights_file import check_weights_file
 
+    pre = config["preprocess"]
     try:
-        if not SIMULATED and os.path.isdir(NSD_ROOT):
+        if not SIMULATED:
+            check_root(NSD_ROOT, config["subjects"], roi=pre["roi"], fmt=pre["format"], sessions=pre["sessions"],
+                       resolution=pre["resolution"], beta_version=pre["beta_version"])
             check_nsd_root(NSD_ROOT, config["subjects"])
     except InputError as e:
         raise ValueError(f"config nsd_root: {e}") from None
@@ -258,3 +263,56 @@ def eval_parts():
     if SIMULATED:
         parts += [f"{EVAL}/parts/oracle/subj{s}.h5" for s in SUBJECTS]
     return parts
+
+
+# Job resources from config["resources"] (braindecode_pkg.resources), per rule. The threads of
+# a job are its configured cpus; mem_mb, runtime (minutes), gpu and slurm_partition are what a
+# cluster executor (workflow/profiles/slurm) asks for. Locally only the threads matter.
+from braindecode_pkg import resources as _resources
+from braindecode_pkg.errors import InputError as _InputError
+
+
+def _rule_res(rule):
+    try:
+        return _resources.rule_resources(config["resources"], rule)
+    except _InputError as e:
+        raise ValueError(f"config {e}") from None
+
+
+def job_threads(rule):
+    return int(_rule_res(rule)["cpus"])
+
+
+def job_resources(rule):
+    return _resources.snakemake_resources(_rule_res(rule))
+
+
+def train_gpus(regime):
+    return int(_rule_res(regime)["gpus"])
+
+
+def train_launcher(wildcards, resources):
+    """Params function of a training rule: `python -m braindecode_pkg`, or `accelerate launch` on
+    one process per GPU when the job has more than one (its gpu resource: the config's, or what
+    --set-resources gives)."""
+    return _resources.launcher(sys.executable, int(resources.gpu))
+
+
+def train_threads(wildcards, threads, resources):
+    """Params function: torch threads of each training process (the job's threads, after --cores
+    and --set-threads, shared by its processes)."""
+    return _resources.threads_per_process(threads, int(resources.gpu))
+
+
+def _check_train_batches():
+    from braindecode_pkg.train import TrainConfig
+
+    for regime in _resources.TRAIN_RULES:
+        batch = (BRAIN[regime].get("train") or {}).get("batch_size", TrainConfig.batch_size)
+        try:
+            _resources.check_batch(regime, batch, train_gpus(regime))
+        except _InputError as e:
+            raise ValueError(f"config {e}") from None
+
+
+_check_train_batches()

@@ -17,6 +17,9 @@ rule true_embedding:
         cli=CLI,
     log:
         f"{RESULTS}/logs/brain/true_embedding-subj{{subject}}.log",
+    threads: job_threads("true_embedding")
+    resources:
+        **job_resources("true_embedding"),
     priority: PRIORITY["true_embedding"]
     conda:
         "../envs/braindecode.yaml"
@@ -47,7 +50,9 @@ for _g, (_s, _ms) in method_groups().items():
             cli=CLI,
         log:
             f"{RESULTS}/logs/decode/{_g}.log",
-        threads: 1
+        threads: job_threads("decode")
+        resources:
+            **job_resources("decode"),
         priority: PRIORITY["decode_main" if on_main_chain(_ms) else "decode"]
         conda:
             "../envs/braindecode.yaml"

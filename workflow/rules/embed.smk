@@ -15,7 +15,9 @@ rule embed:
         cli=CLI,
     log:
         f"{RESULTS}/logs/embed.log",
-    threads: 2
+    threads: job_threads("embed")
+    resources:
+        **job_resources("embed"),
     priority: PRIORITY["embed"]
     conda:
         "../envs/braindecode.yaml"
@@ -41,6 +43,9 @@ rule latents:
         cli=CLI,
     log:
         f"{RESULTS}/logs/latents.log",
+    threads: job_threads("latents")
+    resources:
+        **job_resources("latents"),
     priority: PRIORITY["latents"]
     conda:
         "../envs/braindecode.yaml"

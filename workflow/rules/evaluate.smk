@@ -26,7 +26,9 @@ for _g, (_s, _ms) in method_groups().items():
             cli=CLI,
         log:
             f"{RESULTS}/logs/eval/{_g}.log",
-        threads: 1
+        threads: job_threads("evaluate")
+        resources:
+            **job_resources("evaluate"),
         priority: PRIORITY["evaluate_main" if on_main_chain(_ms) else "evaluate"]
         conda:
             "../envs/braindecode.yaml"
@@ -53,8 +55,9 @@ rule preprocess_psc:
         cli=CLI,
     log:
         f"{RESULTS}/logs/preprocess/psc-subj{{subject}}.log",
+    threads: job_threads("preprocess_psc")
     resources:
-        mem_mb=1000,
+        **job_resources("preprocess_psc"),
     priority: PRIORITY["preprocess_psc"]
     conda:
         "../envs/braindecode.yaml"
@@ -76,6 +79,9 @@ rule oracle:
         cli=CLI,
     log:
         f"{RESULTS}/logs/eval/oracle-subj{{subject}}.log",
+    threads: job_threads("oracle")
+    resources:
+        **job_resources("oracle"),
     priority: PRIORITY["oracle"]
     conda:
         "../envs/braindecode.yaml"
@@ -93,6 +99,9 @@ rule collect:
         cli=CLI,
     log:
         f"{RESULTS}/logs/eval/collect.log",
+    threads: job_threads("collect")
+    resources:
+        **job_resources("collect"),
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -119,6 +128,9 @@ rule report:
         cli=CLI,
     log:
         f"{RESULTS}/logs/report.log",
+    threads: job_threads("report")
+    resources:
+        **job_resources("report"),
     conda:
         "../envs/braindecode.yaml"
     shell:

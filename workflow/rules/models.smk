@@ -11,7 +11,9 @@ rule train_sim_clip:
         cli=CLI,
     log:
         f"{RESULTS}/logs/models/train_sim_clip.log",
-    threads: 2
+    threads: job_threads("train_sim_clip")
+    resources:
+        **job_resources("train_sim_clip"),
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -32,7 +34,9 @@ rule train_sim_image_decoder:
         cli=CLI,
     log:
         f"{RESULTS}/logs/models/train_sim_image_decoder.log",
-    threads: 2
+    threads: job_threads("train_sim_image_decoder")
+    resources:
+        **job_resources("train_sim_image_decoder"),
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -53,7 +57,9 @@ rule train_sim_captioner:
         cli=CLI,
     log:
         f"{RESULTS}/logs/models/train_sim_captioner.log",
-    threads: 2
+    threads: job_threads("train_sim_captioner")
+    resources:
+        **job_resources("train_sim_captioner"),
     conda:
         "../envs/braindecode.yaml"
     shell:

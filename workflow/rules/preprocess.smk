@@ -14,8 +14,9 @@ rule preprocess:
         cli=CLI,
     log:
         f"{RESULTS}/logs/preprocess/subj{{subject}}.log",
+    threads: job_threads("preprocess")
     resources:
-        mem_mb=1000,
+        **job_resources("preprocess"),
     priority: PRIORITY["preprocess"]
     conda:
         "../envs/braindecode.yaml"

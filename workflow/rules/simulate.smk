@@ -9,6 +9,9 @@ rule simulate:
         cli=CLI,
     log:
         f"{RESULTS}/logs/simulate.log",
+    threads: job_threads("simulate")
+    resources:
+        **job_resources("simulate"),
     conda:
         "../envs/braindecode.yaml"
     shell:
