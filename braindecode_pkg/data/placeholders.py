@@ -80,19 +80,30 @@ def write_placeholders(root, subjects=tuple(range(1, 9)), *, sessions="all", for
     nsd = layout.NSDPaths(root, resolution=resolution, beta_version=beta_version)
     captions = {nsd.captions("train2017"), nsd.captions("val2017")}
     for path in files:
-        if path.is_file() and path.stat().st_blocks > 0:
+        if path.is_file() and path.stat().st_blocks > 0 and not _is_placeholder(path, nsd.stimuli, captions):
             raise InputError(f"{path}: exists with content; placeholders are written only where no data is")
     for path, size in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         if path == nsd.stimuli:
             _stimuli_header(path)
         elif path in captions:
-            path.write_text('{"annotations": []}\n')
+            path.write_text(_CAPTIONS)
         else:
             with open(path, "wb") as fh:
                 if sized and size:
                     os.ftruncate(fh.fileno(), size)
     return list(files)
+
+
+_CAPTIONS = '{"annotations": []}\n'
+
+
+def _is_placeholder(path: Path, stimuli: Path, captions: set) -> bool:
+    """Whether a file with content is one this module wrote (the stimuli header: a few kB where
+    NSD's file has 39 GB; an annotation-less caption file)."""
+    if path == stimuli:
+        return path.stat().st_size < (1 << 20)
+    return path in captions and path.read_text(errors="replace") == _CAPTIONS
 
 
 def _stimuli_header(path: Path) -> None:

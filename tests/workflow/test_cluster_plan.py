@@ -126,7 +126,10 @@ def test_bad_resources_fail_the_schema(tmp_path, text, words):
 # ------------------------------------------------------------------------ MindEye2 scale
 def placeholder_weights(root: Path) -> Path:
     """Files where config/nsd-mindeye2.yaml's checks look for its weights (empty where only
-    existence is checked), and a config that points there."""
+    existence is checked; the CLIP file, whose format is checked at parse time, a one-tensor
+    torch checkpoint), and a config that points there."""
+    import torch
+
     from braindecode_pkg.models import captioner
 
     clip = root / "clip/open_clip_pytorch_model.bin"
@@ -134,7 +137,7 @@ def placeholder_weights(root: Path) -> Path:
     cap, lm = root / "captioner", root / "gpt2"
     for d in (clip.parent, unclip, cap, lm):
         d.mkdir(parents=True)
-    clip.touch()
+    torch.save({"placeholder": torch.zeros(1)}, clip)
     (unclip / "model_index.json").write_text(json.dumps({"_class_name": "StableUnCLIPImg2ImgPipeline"}))
     (cap / "config.json").write_text(json.dumps({"format": captioner.FORMAT, "mapper": {}}))
     for f in (cap / "model.safetensors", lm / "config.json", lm / "model.safetensors", lm / "tokenizer.json"):

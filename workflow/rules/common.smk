@@ -97,9 +97,9 @@ check_model_configs()
 
 
 def check_inputs():
-    """Cheap checks (milliseconds) before any job runs. On real NSD: the files the stages start
-    from exist (each subject's responses, ROI and first beta file; the design; the stimuli), the
-    image brick has NSD's layout and the caption files look like COCO JSON. Feature-net weights
+    """Cheap checks (milliseconds) before any job runs. On real NSD: each subject present, the
+    image brick in NSD's layout, the caption files looking like COCO JSON, and the files the stages
+    start from present (each subject's ROI and first beta file, the stimulus table). Feature-net weights
     files are checked without unpickling."""
     from braindecode_pkg.data.layout import check_root
     from braindecode_pkg.data.stimuli import check_nsd_root
@@ -109,9 +109,9 @@ def check_inputs():
     pre = config["preprocess"]
     try:
         if not SIMULATED:
+            check_nsd_root(NSD_ROOT, config["subjects"])
             check_root(NSD_ROOT, config["subjects"], roi=pre["roi"], fmt=pre["format"], sessions=pre["sessions"],
                        resolution=pre["resolution"], beta_version=pre["beta_version"])
-            check_nsd_root(NSD_ROOT, config["subjects"])
     except InputError as e:
         raise ValueError(f"config nsd_root: {e}") from None
     for net, path in config["evaluate"]["feature_weights"].items():

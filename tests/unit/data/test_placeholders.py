@@ -26,8 +26,16 @@ def test_every_subject_and_session_of_the_release_by_its_real_name(tmp_path):
 
 
 def test_written_files_are_empty_or_sparse_and_never_overwrite_data(tmp_path):
+    from braindecode_pkg.data.stimuli import check_image_brick, read_coco_captions
+
     written = write_placeholders(tmp_path / "a", subjects=(2,), formats=("hdf5",))
-    assert written and all(p.stat().st_size == 0 for p in written)
+    a = layout.NSDPaths(tmp_path / "a")
+    headers = {a.stimuli, a.captions("train2017"), a.captions("val2017")}
+    assert written and all(p.stat().st_size == 0 for p in written if p not in headers)
+    # the two files the workflow's parse-time checks read: NSD's image-brick layout, no images
+    assert check_image_brick(a.stimuli) == (73000, 425, 425, 3) and a.stimuli.stat().st_size < 10_000
+    assert read_coco_captions(a.captions("val2017")) == {}
+    write_placeholders(tmp_path / "a", subjects=(2,), formats=("hdf5",))  # its own placeholders: rewritten
     nsd = layout.NSDPaths(tmp_path / "b")
     probe = tmp_path / "probe"
     with open(probe, "wb") as fh:
