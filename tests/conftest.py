@@ -115,3 +115,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+class PickleBomb:
+    """Unpickling this runs ``touch MARKER``: a file that must never appear (weights loaders and
+    checks must refuse pickles without unpickling them)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def sim_root(tmp_path_factory):
+    """nsd-sim's tiny preset, subjects 1 and 2, one session: an NSD root in the real layout."""
+    from braindecode_pkg.data import sim
+
+    root = tmp_path_factory.mktemp("sim2") / "sim"
+    sim.simulate(sim.sim_config("tiny", subjects=(1, 2), sessions=1), root)
+    return root / "nsd"

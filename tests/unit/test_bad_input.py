@@ -17,28 +17,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from braindecode_pkg import cli  # noqa: E402
-from braindecode_pkg.data import sim  # noqa: E402
 from braindecode_pkg.data.layout import NSDPaths  # noqa: E402
 from braindecode_pkg.errors import InputError  # noqa: E402
 from braindecode_pkg.models import clip as mclip  # noqa: E402
 from braindecode_pkg.weights_file import check_weights_file  # noqa: E402
-
-
-class _Boom:
-    """Unpickling this runs ``touch MARKER``: a file that must never appear."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-@pytest.fixture(scope="module")
-def sim_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bad") / "sim"
-    sim.simulate(sim.sim_config("tiny", subjects=(1, 2), sessions=1), root)
-    return root / "nsd"
+from tests.conftest import PickleBomb  # noqa: E402
 
 
 @pytest.fixture
@@ -79,7 +62,7 @@ def replace(path, data: bytes):
 def test_clip_weights_that_are_a_plain_pickle_are_refused_unopened(nsd, tmp_path, capsys, no_model):
     marker = tmp_path / "UNPICKLED"
     evil = tmp_path / "open_clip_pytorch_model.bin"
-    evil.write_bytes(pickle.dumps({"visual.proj": _Boom(marker)}))
+    evil.write_bytes(pickle.dumps({"visual.proj": PickleBomb(marker)}))
     rc = embed(nsd, tmp_path, clip=json.dumps({"arch": "ViT-B-32", "pretrained": str(evil)}))
     err = one_error(capsys, rc)
     assert str(evil) in err and "plain Python pickle" in err and "never loaded" in err
@@ -89,7 +72,7 @@ def test_clip_weights_that_are_a_plain_pickle_are_refused_unopened(nsd, tmp_path
 def test_torch_checkpoint_holding_objects_is_refused_unopened(tmp_path):
     marker = tmp_path / "UNPICKLED"
     evil = tmp_path / "model.pt"
-    torch.save({"w": torch.zeros(2), "x": _Boom(marker)}, evil)
+    torch.save({"w": torch.zeros(2), "x": PickleBomb(marker)}, evil)
     with pytest.raises(InputError, match="its pickle holds objects other than tensors") as e:
         check_weights_file(evil, "CLIP weights")
     assert str(evil) in str(e.value) and not marker.exists()

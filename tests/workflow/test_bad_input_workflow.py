@@ -11,24 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from braindecode_pkg.data import sim
 from braindecode_pkg.data.layout import NSDPaths
+from tests.conftest import PickleBomb
 from tests.workflow.test_workflow import run_snakemake
-
-
-class _Boom:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-@pytest.fixture(scope="module")
-def sim_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("wfbad") / "sim"
-    sim.simulate(sim.sim_config("tiny", subjects=(1, 2), sessions=1), root)
-    return root / "nsd"
 
 
 def _config(tmp_path, nsd_root, subjects="[1, 2]", extra=""):
@@ -55,7 +40,7 @@ def _bad(tmp_path, sim_root, case):
         return _config(tmp_path, root), f"{paths.captions('train2017')}: not a COCO caption file"
     if case == "pickle":
         evil = tmp_path / "alexnet.pth"
-        evil.write_bytes(pickle.dumps({"features.0.weight": _Boom(tmp_path / "UNPICKLED")}))
+        evil.write_bytes(pickle.dumps({"features.0.weight": PickleBomb(tmp_path / "UNPICKLED")}))
         extra = f"evaluate: {{feature_weights: {{alexnet: {evil}}}}}\n"
         return (_config(tmp_path, root, extra=extra),
                 f"config evaluate.feature_weights.alexnet: {evil}: evaluate.feature_weights.alexnet file is a plain "
