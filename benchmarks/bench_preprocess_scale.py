@@ -73,8 +73,10 @@ def main(argv=None):
         print(f"{n:>8} {t:7.2f}s {t / n:9.2f}s {(t / n) / (t1 / base):6.2f}x {m:7.0f}MB {m / m1:6.2f}x")
     n = counts[-1]
     # process start-up and imports are paid once, so s/session can only fall as sessions grow
+    half = counts[-2] if len(counts) > 1 else base
     print(f"\ntime {n} / {base} sessions: {res[n][0] / t1:.2f}x for {n / base:.0f}x the data (linear: <= {n / base:.0f}x); "
-          f"peak RSS {res[n][1] / m1:.2f}x (flat: <= 1.2x)")
+          f"peak RSS {res[n][1] / m1:.2f}x, and {res[n][1] / res[half][1]:.2f}x from {half} to {n} sessions "
+          "(flat: no growth with the sessions)")
 
 
 if __name__ == "__main__":

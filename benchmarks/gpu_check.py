@@ -11,7 +11,7 @@ What runs: :func:`braindecode_pkg.train.fit` (accelerate, bf16 autocast on GPU, 
 clipping, the configured contrastive loss) on synthetic data with real shapes: 8 subjects with
 NSD's nsdgeneral voxel counts, each with a full linear adapter to the shared width (4096), 4
 residual blocks, and MindEye2's ``backbone_linear`` to the OpenCLIP ViT-bigG/14 image tokens
-(256 x 1664, one full linear map: ~1.7 G of the ~2.2 G parameters). Data values do not change the
+(256 x 1664, one full linear map: 1.74 G of the 2.36 G parameters). Data values do not change the
 arithmetic, so random betas and unit-norm random targets are used.
 
 FLOPs per step are counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` over one
