@@ -64,18 +64,6 @@ def ceilings(attrs, rng, n_candidates=300, n_draws=30) -> dict:
     return out
 
 
-def probe(x, y, seed=0) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(y))
-    tr, te = idx[: len(y) // 2], idx[len(y) // 2:]
-    sc = StandardScaler().fit(x[tr])
-    clf = LogisticRegression(max_iter=2000, C=1.0).fit(sc.transform(x[tr]), y[tr])
-    return float(clf.score(sc.transform(x[te]), y[te]))
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clip", default="sim", help="CLIP config (default: sim, the shipped nsd-sim CLIP)")
@@ -130,7 +118,7 @@ def main(argv=None) -> int:
         ("shape (1 object)", attrs["shape1"], one, 8), ("colour (1 object)", attrs["colour1"], one, 8),
         ("background", attrs["background"], np.ones_like(one), 6),
     ):
-        print(f"  {name:22s}   {probe(x[mask], y[mask]):11.3f}   {probe(pix[mask], y[mask]):12.3f}   {1 / n_cls:6.3f}")
+        print(f"  {name:22s}   {tc.linear_probe(x[mask], y[mask]):11.3f}   {tc.linear_probe(pix[mask], y[mask]):12.3f}   {1 / n_cls:6.3f}")
     return 0
 
 

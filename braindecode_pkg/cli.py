@@ -78,19 +78,23 @@ def _cmd_train_clip(args) -> int:
 
     recipe, model_cfg = train_clip.PRESETS[args.preset]
     fields = {"steps": args.steps, "threads": args.threads, "batch_size": args.batch_size,
-              "eval_every": args.eval_every}
+              "eval_every": args.eval_every, "twin_fraction": args.twin_fraction}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in fields.items() if v is not None})
+    if args.vision_width is not None:
+        model_cfg = {**model_cfg, "vision_cfg": {**model_cfg["vision_cfg"], "width": args.vision_width}}
     command = "braindecode-pkg " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     summary = train_clip.train(
         args.out, seed=args.seed, recipe=recipe, model_cfg=model_cfg, minutes=args.minutes,
         cache_dir=False if args.cache == "" else args.cache, workers=args.workers,
-        progress=not args.quiet, command=command,
+        progress=not args.quiet, command=command, device=args.device,
     )
     h = summary["heldout"]
+    probe = h.get("shape_probe_one_object")
     print(
         f"{args.out}: {summary['steps_run']} steps in {summary['seconds']['train']:.0f}s; held-out top-1 "
         f"image->caption {h['image_to_caption_top1']:.3f}, caption->image {h['caption_to_image_top1']:.3f} "
         f"({h['n_candidates']}-way, {h['n_draws']} draws)"
+        + (f"; shape probe (one object) {probe:.3f}" if probe is not None else "")
     )
     return 0
 
@@ -126,7 +130,7 @@ def _cmd_train_captioner(args) -> int:
     summary = tcap.train(
         args.out, clip=args.clip, sim_clip=args.sim_clip, pairs=args.pairs, lm=args.lm, exclude_ids=exclude,
         seed=args.seed, recipe=recipe, minutes=args.minutes, cache_dir=False if args.cache == "" else args.cache,
-        workers=args.workers, progress=not args.quiet, command=command,
+        workers=args.workers, progress=not args.quiet, command=command, device=args.device,
     )
     h = summary["heldout"]
     a = h.get("attributes")
@@ -149,11 +153,11 @@ def _cmd_train_image_decoder(args) -> int:
     summary = tid.train(
         args.out, clip=args.clip, sim_clip_dir=args.sim_clip, seed=args.seed, recipe=recipe, vae_cfg=vae_cfg,
         unet_cfg=unet_cfg, minutes=args.minutes, cache_dir=False if args.cache == "" else args.cache,
-        progress=not args.quiet, command=command,
+        progress=not args.quiet, command=command, device=args.device, workers=args.workers,
     )
     h = summary["heldout"]
     print(f"{args.out}: VAE {summary['steps_run']['vae']} + UNet {summary['steps_run']['unet']} steps in "
-          f"{summary['seconds']['train']:.0f}s; held-out CLIP two-way from true embeddings "
+          f"{summary['seconds']['train']:.0f}s on {summary['device']}; held-out CLIP two-way from true embeddings "
           f"{h.get('two_way_generated', float('nan')):.3f}, img2img from blurred {h.get('two_way_img2img', float('nan')):.3f} "
           f"(blurred alone {h.get('two_way_blurred', float('nan')):.3f}, n={h.get('n_heldout', 0)})")
     return 0
@@ -355,9 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train-clip", help="train nsd-sim's own CLIP (open_clip) on procedural scenes and captions")
     s.add_argument("--out", required=True, help="output folder (open_clip local-dir: open_clip_config.json + safetensors)")
-    s.add_argument("--preset", default="default", choices=["default", "tiny"], help="recipe and architecture (tiny: seconds)")
+    s.add_argument("--preset", default="default", choices=["default", "tiny", "gpu"],
+                   help="recipe and architecture (tiny: seconds; gpu: the shipped CLIP's, for one GPU)")
     s.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
     s.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    s.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
+    s.add_argument("--twin-fraction", type=float, default=None,
+                   help="fraction of each batch that is scene/shape-twin pairs (default: the recipe's)")
+    s.add_argument("--vision-width", type=int, default=None, help="image tower width (default: the architecture's)")
     s.add_argument("--minutes", type=float, default=None,
                    help="time budget: shorten the run to fit after timing the warm-up (steps run are recorded)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's)")
@@ -395,8 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lm", default=None, help="local language-model folder (e.g. GPT-2, safetensors) for --pairs")
     s.add_argument("--nsd-root", default=None,
                    help="with --pairs: never train on NSD's shared 1000 images (the brain test set); evaluate on them")
-    s.add_argument("--preset", default=None, choices=["default", "tiny", "gpt2"],
-                   help="recipe: default (nsd-sim), tiny (seconds, tests) or gpt2 (frozen GPT-2; default with --lm)")
+    s.add_argument("--preset", default=None, choices=["default", "tiny", "gpu", "gpt2"],
+                   help="recipe: default (nsd-sim), tiny (seconds, tests), gpu (nsd-sim, the shipped captioner's, "
+                        "for one GPU) or gpt2 (frozen GPT-2; default with --lm)")
+    s.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     s.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
     s.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     s.add_argument("--minutes", type=float, default=None,
@@ -416,7 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder (a diffusers StableUnCLIPImg2ImgPipeline directory)")
     s.add_argument("--clip", default="sim", help="CLIP whose image embeddings condition the decoder (as for embed; default: sim)")
     s.add_argument("--sim-clip", default=None, help="folder of the trained nsd-sim CLIP that --clip sim refers to")
-    s.add_argument("--preset", default="default", choices=["default", "tiny"], help="recipe and architecture (tiny: seconds)")
+    s.add_argument("--preset", default="default", choices=["default", "tiny", "gpu"],
+                   help="recipe and architecture (tiny: seconds; gpu: the default architecture, sized for one H200)")
+    s.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     s.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     s.add_argument("--minutes", type=float, default=None,
                    help="time budget: each phase is shortened to fit after timing its first steps (steps run are recorded)")
@@ -427,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", default=None,
                    help="folder caching rendered scenes and embeddings ('' disables; default "
                         "~/.cache/braindecode_pkg/sim_image_decoder_data)")
+    s.add_argument("--workers", type=int, default=1, help="processes rendering the scenes (default: 1)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_train_image_decoder, argv=None)
     s = sub.add_parser("latents", help="VAE latents of every shown image (the brain model's low-level targets)")

@@ -124,6 +124,29 @@ def _positions(rng, radius):
     return x, y
 
 
+def shape_twins(attrs: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The same scenes with only the objects' shapes changed: hard negatives that differ in shape.
+
+    Everything else (background and its seed, colours, sizes, radii, positions, angles) is kept,
+    so a twin's render and captions differ from the original's by shape alone. A one-object scene
+    gets another shape. A two-object scene with two different shapes has them swapped half of
+    the time (the same shapes, bound to the other colours and places); otherwise each object gets
+    another shape.
+    """
+    twin = {k: v.copy() for k, v in attrs.items()}
+    n = len(attrs["background"])
+    s1, s2 = attrs["shape1"].astype(np.int64), attrs["shape2"].astype(np.int64)
+    k = len(SHAPES)
+    # another shape: add 1..k-1 (mod k), never the same one
+    new1 = (s1 + rng.integers(1, k, n)) % k
+    new2 = (s2 + rng.integers(1, k, n)) % k
+    swap = (attrs["n_objects"] == 2) & (s1 != s2) & (rng.random(n) < 0.5)
+    two = attrs["n_objects"] == 2
+    twin["shape1"] = np.where(swap, s2, new1).astype(np.int8)
+    twin["shape2"] = np.where(swap, s1, np.where(two, new2, -1)).astype(np.int8)
+    return twin
+
+
 def subset(attrs: dict[str, np.ndarray], idx) -> dict[str, np.ndarray]:
     """The rows ``idx`` of an attribute table."""
     return {k: v[idx] for k, v in attrs.items()}

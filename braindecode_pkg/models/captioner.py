@@ -461,6 +461,8 @@ class Captioner:
     def loss(self, clip_embeds, input_ids, attention_mask, prefix=None):
         """Mean cross-entropy of the caption tokens (padding excluded)."""
 
+        input_ids = torch.as_tensor(input_ids, dtype=torch.long, device=self.device)
+        attention_mask = torch.as_tensor(attention_mask, dtype=torch.long, device=self.device)
         logits = self.logits(clip_embeds, input_ids, attention_mask, prefix=prefix)
         labels = input_ids.masked_fill(attention_mask == 0, -100)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)

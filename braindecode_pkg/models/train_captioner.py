@@ -284,8 +284,12 @@ def _head(pairs: dict, n: int) -> dict:
 # --------------------------------------------------------------------------------- training
 def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_ids=None, seed: int = 0,
           recipe: Recipe | None = None, minutes: float | None = None, cache_dir=None, workers: int = 1,
-          progress: bool = True, command: str | None = None, callback=None, callback_every: int = 0) -> dict:
+          progress: bool = True, command: str | None = None, callback=None, callback_every: int = 0,
+          device: str = "cpu") -> dict:
     """Train a captioner and save it to ``out_dir`` (if not None); return a summary.
+
+    ``device``: where the CLIP embeds the scenes and the captioner trains (e.g. ``"cuda"``);
+    the random draws stay on the CPU, so only the arithmetic differs from a CPU run.
 
     ``clip``/``sim_clip``: the CLIP config (:func:`.clip.parse_clip_config`) whose embeddings of
     nsd-sim scenes are trained on. ``pairs``: an embeddings HDF5 file instead (then ``lm``, a
@@ -321,7 +325,7 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
 
             from ..io import sha256_file
 
-            enc = ClipEncoder.load(parse_clip_config(clip, sim_dir=sim_clip))
+            enc = ClipEncoder.load(parse_clip_config(clip, sim_dir=sim_clip), device=device)
             clip_info = {"name": enc.config.name, "embed_dim": enc.embed_dim,
                          # the nsd-sim CLIP is recorded as "sim" (a path would not travel); its
                          # weights' digest tells which one
@@ -358,7 +362,9 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
         mapper = mcap.Mapper(d, mcap._lm_dim(lm_model), recipe.prefix_length, kind=recipe.mapper,
                              hidden=recipe.mapper_hidden, clip_length=recipe.prefix_length,
                              n_layers=recipe.mapper_layers)
-        cap = mcap.Captioner(mapper, lm_model, tokenizer, meta={"clip": clip_info})
+        mapper.to(device)
+        lm_model.to(device)
+        cap = mcap.Captioner(mapper, lm_model, tokenizer, meta={"clip": clip_info}, device=device)
         trainable = [mapper] + ([lm_model] if recipe.train_lm else [])
         n_params = {"mapper": int(sum(p.numel() for p in mapper.parameters())),
                     "lm": int(sum(p.numel() for p in lm_model.parameters()))}
@@ -454,6 +460,7 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
             "n_train_images": int(n), "n_train_captions": int(n_caps.sum()),
             "torch_version": torch.__version__, "transformers_version": transformers.__version__,
             "tokenizers_version": tokenizers.__version__,
+            "device": str(device) if str(device) == "cpu" else torch.cuda.get_device_name(torch.device(device)),
             "command": command,
         }
         if pairs is None:
@@ -464,6 +471,9 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
             if not isinstance(pairs, (tuple, list)):
                 summary["heldout_nsd_ids"] = "exclude_ids" if exclude_ids is not None else "seeded random split"
         if out_dir is not None:
+            mapper.cpu()
+            lm_model.cpu()
+            cap.device = "cpu"
             cap.save_pretrained(out_dir, with_lm=lm_dir is None or recipe.train_lm, info=summary, clip=clip_info)
             (Path(out_dir) / "losses.json").write_text(json.dumps([round(v, 5) for v in losses]) + "\n")
         summary["losses"] = losses
@@ -479,6 +489,8 @@ PRESETS: dict[str, Recipe] = {
     "default": Recipe(),
     "tiny": Recipe(steps=40, batch_size=16, warmup=5, lr=3e-3, n_train=64, n_heldout=16, prefix_length=4,
                    vocab_size=600, lm_cfg=dict(TINY_LM_CFG), max_caption_tokens=32),
+    # the shipped nsd-sim-1.0 captioner: trained on one GPU (a --minutes budget fits the steps)
+    "gpu": Recipe(steps=20000, batch_size=256, warmup=300, n_train=60000),
     "gpt2": Recipe(steps=50000, batch_size=40, lr=2e-5, warmup=5000, prefix_length=10, mapper="transformer",
                    mapper_layers=8, train_lm=False, weight_decay=0.0, eval_beams=5),
 }

@@ -16,6 +16,7 @@ config's ``braindecode`` key, and is loaded by :class:`.clip.ClipEncoder` like a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -47,7 +48,7 @@ TINY_MODEL_CFG: dict = {
 }
 
 # random-stream purposes (never renumber: it changes every output)
-_P_TRAIN, _P_HELDOUT, _P_STEPS, _P_INIT = 1, 2, 3, 4
+_P_TRAIN, _P_HELDOUT, _P_STEPS, _P_INIT, _P_TWIN, _P_TWIN_STEPS = 1, 2, 3, 4, 5, 6
 
 
 def register_arch(name: str, model_cfg: dict) -> None:
@@ -87,6 +88,10 @@ class Recipe:
     init_logit_scale: float = math.log(1 / 0.07)
     threads: int = 1
     eval_every: int = 0  # >0: held-out top-1 every that many steps (recorded; does not change training)
+    # >0: that fraction of every batch is pairs of a training scene and its shape twin (the same
+    # scene with only the shapes changed, :func:`.scenes.shape_twins`, with its own captions):
+    # hard negatives that only shape tells apart
+    twin_fraction: float = 0.0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -98,6 +103,10 @@ class Recipe:
 PRESETS: dict = {
     "default": (Recipe(), SIM_MODEL_CFG),
     "tiny": (Recipe(steps=25, batch_size=32, lr=3e-3, warmup=3, n_train=96, n_heldout=40), TINY_MODEL_CFG),
+    # the shipped nsd-sim-1.0 CLIP: the default architecture trained on one GPU with shape twins
+    # (batch 512, half of it twin pairs); a --minutes budget fits the steps to the GPU's speed
+    "gpu": (Recipe(steps=30000, batch_size=512, lr=2e-3, warmup=500, n_train=100000, twin_fraction=0.5,
+                   n_heldout=4000, eval_every=2000), SIM_MODEL_CFG),
 }
 
 
@@ -170,21 +179,40 @@ def default_cache_dir() -> Path:
     return Path(base) / "braindecode_pkg" / "sim_clip_data"
 
 
+def twin_scenes(seed: int, purpose: int, twin_purpose: int, n: int, n_captions: int = 5):
+    """(attribute table, caption lists) of the shape twins of stream ``purpose``'s ``n`` scenes.
+
+    The twins (:func:`.scenes.shape_twins`) and their captions are drawn from stream
+    ``twin_purpose``.
+    """
+    from ..data import scenes as sc
+
+    attrs = sc.shape_twins(sc.sample_scenes(_rng(seed, purpose, 0), n), _rng(seed, twin_purpose, 0))
+    caps = [sc.make_captions(attrs, i, _rng(seed, twin_purpose, 1, i), n=n_captions) for i in range(n)]
+    return attrs, caps
+
+
 def scene_set(seed: int, purpose: int, n: int, n_captions: int, encoder, cache_dir=None,
-              workers: int = 1, progress: bool = False) -> dict:
+              workers: int = 1, progress: bool = False, twin_purpose: int | None = None) -> dict:
     """Rendered images, captions and attributes of ``n`` scenes, cached under ``cache_dir``.
 
     ``cache_dir=False`` disables the cache. The cache key holds the world version, stream,
     count and the model's preprocessing, so a different resolution never reuses images.
+    ``twin_purpose``: the scenes' shape twins instead (:func:`twin_scenes`).
     """
     from ..io import atomic_path, sidecar_intact, write_digest_sidecar
 
-    attrs, caps = draw_scenes(seed, purpose, n, n_captions)
+    if twin_purpose is None:
+        attrs, caps = draw_scenes(seed, purpose, n, n_captions)
+        key = _cache_key(seed, purpose, n, n_captions, encoder.preprocess_cfg)
+    else:
+        attrs, caps = twin_scenes(seed, purpose, twin_purpose, n, n_captions)
+        key = _cache_key(seed, [purpose, "twins", twin_purpose], n, n_captions, encoder.preprocess_cfg)
     images = None
     path = None
     if cache_dir is not False:
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
-        path = cache / f"scenes-{_cache_key(seed, purpose, n, n_captions, encoder.preprocess_cfg)}.npy"
+        path = cache / f"scenes-{key}.npy"
         if path.is_file() and sidecar_intact(path):  # a cache altered on disk is rendered again
             try:
                 images = np.load(path, mmap_mode=None, allow_pickle=False)
@@ -237,14 +265,86 @@ def evaluate(encoder, heldout: dict, n_candidates: int = 300, n_draws: int = 30,
         for a in range(0, len(x), batch_size)
     ])
     text = encoder.encode_text([c[0] for c in heldout["captions"]])
-    return {
+    out = {
         "image_to_caption_top1": retrieval_top1(pooled, text, n_candidates, n_draws),
         "caption_to_image_top1": retrieval_top1(text, pooled, n_candidates, n_draws),
         "n_heldout": int(len(x)), "n_candidates": int(min(n_candidates, len(x))), "n_draws": int(n_draws),
     }
+    one = heldout["attrs"]["n_objects"] == 1
+    if one.sum() >= 100:
+        out["shape_probe_one_object"] = linear_probe(pooled[one], heldout["attrs"]["shape1"][one])
+    return out
+
+
+def linear_probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
+    """Held-out accuracy of a logistic regression of ``y`` on ``x`` (fit on a random half, scored on the rest)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    idx = np.random.default_rng(seed).permutation(len(y))
+    tr, te = idx[: len(y) // 2], idx[len(y) // 2:]
+    sc = StandardScaler().fit(x[tr])
+    clf = LogisticRegression(max_iter=2000, C=1.0).fit(sc.transform(x[tr]), y[tr])
+    return float(clf.score(sc.transform(x[te]), y[te]))
 
 
 # --------------------------------------------------------------------------------- training
+class _Batches:
+    """A scene set's images and caption tokens, served by index (on ``device`` for a GPU)."""
+
+    def __init__(self, scene_set: dict, tok, ctx: int, k: int, device):
+        import torch
+
+        n = len(scene_set["images"])
+        self.tokens = tok([c for caps in scene_set["captions"] for c in caps], context_length=ctx).reshape(n, k, ctx)
+        self.lengths = (self.tokens != 0).sum(-1)
+        self.images = scene_set["images"]
+        self.on_cpu = torch.device(device).type == "cpu"
+        if not self.on_cpu:  # uint8 on the GPU (n * S * S * 3 bytes); normalised per batch there
+            self.gpu_images = torch.from_numpy(self.images).to(device)
+            self.tokens = self.tokens.to(device)
+            self.lengths = self.lengths.to(device)
+
+    def pixels(self, enc, idx):
+        """The normalised (b, 3, S, S) float images ``idx`` (open_clip's eval transform)."""
+        import torch
+
+        if self.on_cpu:
+            return enc.to_tensor(self.images[idx])
+        x = self.gpu_images[torch.as_tensor(idx, device=self.gpu_images.device)]
+        mean = torch.as_tensor(enc._mean, device=x.device)[None, :, None, None]
+        std = torch.as_tensor(enc._std, device=x.device)[None, :, None, None]
+        return x.permute(0, 3, 1, 2).float().div(255).sub(mean).div(std)
+
+    def text(self, idx, c):
+        """Caption tokens (b, ctx) of caption ``c[j]`` of scene ``idx[j]``, cut after the longest."""
+        import torch
+
+        if not self.on_cpu:
+            idx = torch.as_tensor(idx, device=self.tokens.device)
+            c = torch.as_tensor(c, device=self.tokens.device)
+        t = self.tokens[idx, c]
+        return t[:, : int(self.lengths[idx, c].max())]  # padding after EOT never reaches it (causal)
+
+
+def _cat_tokens(parts):
+    """Token batches of different lengths, right-padded with 0 to the longest."""
+    import torch.nn.functional as F
+    import torch
+
+    if len(parts) == 1:
+        return parts[0]
+    w = max(p.shape[1] for p in parts)
+    return torch.cat([F.pad(p, (0, w - p.shape[1])) for p in parts])
+
+
+def _device_name(device) -> str:
+    import torch
+
+    d = torch.device(device)
+    return torch.cuda.get_device_name(d) if d.type == "cuda" else d.type
+
+
 def _param_groups(model, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -265,8 +365,13 @@ def _lr_at(step: int, recipe: Recipe, total: int) -> float:
 
 def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: dict | None = None,
           minutes: float | None = None, cache_dir=None, workers: int = 1, progress: bool = True,
-          command: str | None = None, log=print) -> dict:
+          command: str | None = None, log=print, device: str = "cpu") -> dict:
     """Train the nsd-sim CLIP and save it to ``out_dir`` (open_clip local-dir); return a summary.
+
+    ``device``: where to train (``"cuda"``: the images are kept on the GPU as uint8 and
+    normalised there, and the forward passes run under bf16 autocast; the saved weights are
+    fp32 either way). On CPU with a fixed thread count the saved weights are byte-identical run
+    to run; on a GPU they are not (non-deterministic kernels).
 
     ``minutes``: a time budget for the optimisation steps. After the warm-up steps the step time
     is measured and the run shortened to fit (never lengthened); the cosine schedule then decays
@@ -303,18 +408,26 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
         pp = dict(get_model_preprocess_cfg(model))
         tok = open_clip.get_tokenizer(SIM_ARCH)  # open_clip's BPE tokenizer (offline)
         ctx = int(model_cfg["text_cfg"].get("context_length", 77))
-        enc = mclip.ClipEncoder(model, pp, lambda texts: tok(texts, context_length=ctx))
+        model = model.to(device)
+        enc = mclip.ClipEncoder(model, pp, lambda texts: tok(texts, context_length=ctx), device=device)
 
         t0 = time.time()
         train_set = scene_set(seed, _P_TRAIN, recipe.n_train, recipe.n_captions, enc, cache_dir, workers, progress)
         heldout = scene_set(seed, _P_HELDOUT, recipe.n_heldout, 1, enc, cache_dir, workers, progress)
-        t_data = time.time() - t0
         n, k = recipe.n_train, recipe.n_captions
-        tokens = tok([c for caps in train_set["captions"] for c in caps], context_length=ctx).reshape(n, k, ctx)
-        lengths = (tokens != 0).sum(-1)
-        images = train_set["images"]
+        n_twin = int(round(recipe.batch_size * recipe.twin_fraction / 2))  # twin pairs per batch
+        if not 0 <= n_twin <= recipe.batch_size // 2:
+            raise ValueError(f"twin_fraction {recipe.twin_fraction}: expected a value in [0, 1]")
+        batch = [_Batches(train_set, tok, ctx, k, device)]
+        if n_twin:
+            twins = scene_set(seed, _P_TRAIN, n, k, enc, cache_dir, workers, progress, twin_purpose=_P_TWIN)
+            batch.append(_Batches(twins, tok, ctx, k, device))
+        t_data = time.time() - t0
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda"
+                    else contextlib.nullcontext())
 
         rng = _rng(seed, _P_STEPS)
+        twin_rng = _rng(seed, _P_TWIN_STEPS)
         opt = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr,
                                 betas=tuple(recipe.betas), eps=1e-6)
         loss_fn = ClipLoss()
@@ -331,21 +444,25 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
         while step < total:
             if len(order) < recipe.batch_size:
                 order = np.concatenate([order, rng.permutation(n)])
-            idx, order = order[: recipe.batch_size], order[recipe.batch_size:]
+            # with twins: batch_size - n_twin scenes, the first n_twin of them with their twins
+            idx, order = order[: recipe.batch_size - n_twin], order[recipe.batch_size - n_twin:]
             cap = rng.integers(0, k, (recipe.captions_per_step, len(idx)))
+            parts = [(batch[0], idx, cap)]
+            if n_twin:
+                parts.append((batch[1], idx[:n_twin], twin_rng.integers(0, k, (recipe.captions_per_step, n_twin))))
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, recipe, total)
-            x = enc.to_tensor(images[idx])
-            img = F.normalize(model.encode_image(x), dim=-1)
-            scale = model.logit_scale.exp()
-            loss = 0.0
-            for c in cap:
-                t = tokens[idx, c]
-                t = t[:, : int(lengths[idx, c].max())]  # padding after EOT never reaches it (causal)
-                model.text.attn_mask = causal[: t.shape[1], : t.shape[1]]
-                txt = F.normalize(model.encode_text(t), dim=-1)
-                loss = loss + loss_fn(img, txt, scale)
-            loss = loss / len(cap)
+            with autocast:
+                x = torch.cat([b.pixels(enc, i) for b, i, _ in parts]) if n_twin else batch[0].pixels(enc, idx)
+                img = F.normalize(model.encode_image(x).float(), dim=-1)
+                scale = model.logit_scale.exp()
+                loss = 0.0
+                for j in range(recipe.captions_per_step):
+                    t = _cat_tokens([b.text(i, c[j]) for b, i, c in parts])
+                    model.text.attn_mask = causal[: t.shape[1], : t.shape[1]]
+                    txt = F.normalize(model.encode_text(t).float(), dim=-1)
+                    loss = loss + loss_fn(img, txt, scale)
+                loss = loss / recipe.captions_per_step
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -362,6 +479,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
                 t_eval += time.time() - te
                 curve.append({"step": step, "seconds": round(time.time() - t_train - t_eval, 1),
                               "image_to_caption_top1": round(m["image_to_caption_top1"], 4),
+                              "shape_probe_one_object": round(m.get("shape_probe_one_object", math.nan), 4),
                               "loss": round(float(np.mean(losses[-50:])), 4)})
                 log(json.dumps(curve[-1]))
             tick(bar, losses)
@@ -385,11 +503,12 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
             "n_params": int(sum(p.numel() for p in model.parameters())),
             "torch_version": torch.__version__,
             "open_clip_version": open_clip.__version__,
+            "device": _device_name(device),
             "command": command,
             "train_stream": [int(seed), _P_TRAIN], "heldout_stream": [int(seed), _P_HELDOUT],
         }
         if out_dir is not None:
-            mclip.save_local_dir(model, out_dir, model_cfg, pp, info=summary)
+            mclip.save_local_dir(model.cpu(), out_dir, model_cfg, pp, info=summary)
             (Path(out_dir) / "losses.json").write_text(json.dumps([round(v, 5) for v in losses]) + "\n")
         summary["losses"] = losses
         return summary

@@ -22,7 +22,10 @@ The result is saved as a genuine ``StableUnCLIPImg2ImgPipeline`` folder
 (:func:`.image_decoder.save_pipeline`), with the recipe, seed, command, timings and held-out
 metrics in ``braindecode.json``, and is loaded by :class:`.image_decoder.ImageDecoder` like a
 real unCLIP checkpoint. Held-out scenes come from a different stream and are never trained on.
-Everything is seeded; on CPU with a fixed thread count a run is reproducible.
+Everything is seeded; on CPU with a fixed thread count a run is reproducible. On a GPU
+(``device="cuda"``) the random numbers are the same (drawn on the CPU, then moved), the
+training forward passes run under bf16 autocast (losses, EMA and saved weights in fp32), and
+the run is not bit-reproducible (non-deterministic kernels).
 """
 
 from __future__ import annotations
@@ -146,29 +149,56 @@ def _clip_key(encoder) -> str:
     return json.dumps(doc, sort_keys=True, default=str)
 
 
-def render_scenes(attrs, image_size: int, encoder=None, rows=None, batch: int = 128):
-    """Scenes rendered at 425 px: (images at ``image_size`` px uint8, CLIP pooled embeddings or None).
-
-    The embedding is the encoder's of the full-size render (its own resize and crop).
-    """
+def _render_rows(args):
+    """(images at ``image_size`` px, images through the CLIP's resize/crop or None) of some rows."""
     from PIL import Image
 
     from ..data import scenes as sc
 
-    rows = np.arange(len(attrs["background"])) if rows is None else np.asarray(rows)
+    attrs, rows, image_size, geometry = args
     small = np.empty((len(rows), image_size, image_size, 3), np.uint8)
-    embeds = []
-    for a in range(0, len(rows), batch):
-        pil = [sc.render_scene(attrs, int(i), pil=True) for i in rows[a:a + batch]]
-        for k, im in enumerate(pil):
-            small[a + k] = np.asarray(im.resize((image_size, image_size), Image.BICUBIC, reducing_gap=3.0))
-        if encoder is not None:
-            x = encoder.to_tensor(encoder.preprocess_uint8(pil))
-            embeds.append(encoder.encode_pixels(x, what=("pooled",))["pooled"])
+    clip_u8 = []
+    for k, i in enumerate(rows):
+        im = sc.render_scene(attrs, int(i), pil=True)
+        small[k] = np.asarray(im.resize((image_size, image_size), Image.BICUBIC, reducing_gap=3.0))
+        if geometry is not None:  # the CLIP's own resize and crop of the full-size render
+            clip_u8.append(np.asarray(geometry(im)))
+    return small, (np.stack(clip_u8) if geometry is not None else None)
+
+
+def render_scenes(attrs, image_size: int, encoder=None, rows=None, batch: int = 128, workers: int = 1):
+    """Scenes rendered at 425 px: (images at ``image_size`` px uint8, CLIP pooled embeddings or None).
+
+    The embedding is the encoder's of the full-size render (its own resize and crop), computed
+    where the encoder is, ``batch`` images at a time. ``workers`` > 1 renders in that many
+    processes (the same pixels).
+    """
+    rows = np.arange(len(attrs["background"])) if rows is None else np.asarray(rows)
+    geometry = encoder._geometry if encoder is not None else None
+    chunks = [rows[a:a + batch] for a in range(0, len(rows), batch)]
+    jobs = ((attrs, r, image_size, geometry) for r in chunks)
+    if workers > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+        parts = pool.map(_render_rows, jobs)
+    else:
+        pool, parts = None, map(_render_rows, jobs)
+    small, embeds = [], []
+    try:
+        for im, clip_u8 in parts:
+            small.append(im)
+            if encoder is not None:
+                embeds.append(encoder.encode_pixels(encoder.to_tensor(clip_u8), what=("pooled",))["pooled"])
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    small = np.concatenate(small) if small else np.empty((0, image_size, image_size, 3), np.uint8)
     return small, (np.concatenate(embeds) if encoder is not None else None)
 
 
-def scene_set(seed: int, purpose: int, n: int, image_size: int, encoder, cache_dir=None) -> dict:
+def scene_set(seed: int, purpose: int, n: int, image_size: int, encoder, cache_dir=None, workers: int = 1) -> dict:
     """``{"images": (n, S, S, 3) uint8, "embeds": (n, d) float32, "attrs"}`` of a stream, cached.
 
     ``cache_dir=False`` disables the cache; the key holds the world version, the stream, ``n``,
@@ -181,7 +211,10 @@ def scene_set(seed: int, purpose: int, n: int, image_size: int, encoder, cache_d
     attrs = sc.sample_scenes(_rng(seed, purpose), n)
     path = None
     if cache_dir is not False:
-        key = json.dumps([SIM_VERSION, _STREAM, seed, purpose, n, image_size, _clip_key(encoder)])
+        key = [SIM_VERSION, _STREAM, seed, purpose, n, image_size, _clip_key(encoder)]
+        if str(encoder.device) != "cpu":  # embeddings computed elsewhere may differ in the last bits
+            key.append(str(encoder.device))
+        key = json.dumps(key)
         cache = Path(cache_dir) if cache_dir else default_cache_dir()
         path = cache / f"scenes-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
         if path.is_file() and sidecar_intact(path):  # a cache altered on disk is rendered again
@@ -192,7 +225,7 @@ def scene_set(seed: int, purpose: int, n: int, image_size: int, encoder, cache_d
                     return {"images": images, "embeds": embeds, "attrs": attrs}
             except (OSError, ValueError, KeyError):
                 pass
-    images, embeds = render_scenes(attrs, image_size, encoder)
+    images, embeds = render_scenes(attrs, image_size, encoder, workers=workers)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,8 +278,44 @@ def _to_x(u8, torch):
     return torch.from_numpy(np.ascontiguousarray(u8)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
-def train_vae(vae, images, recipe: Recipe, seed: int, *, budget_s=None, progress=False, log=print) -> dict:
+def _on_cpu(device) -> bool:
     import torch
+
+    return torch.device(device).type == "cpu"
+
+
+def _autocast(device):
+    """bf16 autocast for the training forward passes on an accelerator; nothing on CPU."""
+    import contextlib
+
+    import torch
+
+    if _on_cpu(device):
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def _schedulers_to(pipe, device) -> None:
+    """Move the tensors of the pipeline's schedulers (not modules: ``pipe.to`` leaves them; their
+    ``add_noise`` moves ``alphas_cumprod`` to the samples' device and keeps it there)."""
+    import torch
+
+    for sched in (pipe.scheduler, pipe.image_noising_scheduler):
+        for k, v in list(vars(sched).items()):
+            if isinstance(v, torch.Tensor):
+                setattr(sched, k, v.to(device))
+
+
+def train_vae(vae, images, recipe: Recipe, seed: int, *, budget_s=None, progress=False, log=print,
+              device="cpu") -> dict:
+    """Phase 1 on ``vae`` (already on ``device``); ``images`` (n, S, S, 3) uint8."""
+    import torch
+
+    cpu = _on_cpu(device)
+    if not cpu:  # the training images on the device once (uint8), batches gathered there
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        images_dev = torch.from_numpy(np.ascontiguousarray(images)).to(device)
 
     rng = _rng(seed, _P_VAE_STEPS)
     gen = torch.Generator().manual_seed(_torch_seed(seed, _P_VAE_STEPS))
@@ -262,15 +331,25 @@ def train_vae(vae, images, recipe: Recipe, seed: int, *, budget_s=None, progress
         idx = rng.integers(0, len(images), recipe.vae_batch_size)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, recipe.vae_lr, recipe.vae_lr * 0.05, warm, total)
-        batch = images[idx]
+        batch = images[idx] if cpu else images_dev[torch.from_numpy(idx).to(device)]
         if recipe.vae_crop and recipe.vae_crop < batch.shape[1]:
             c = int(recipe.vae_crop)
             oy, ox = rng.integers(0, batch.shape[1] - c + 1, 2)
             batch = batch[:, oy:oy + c, ox:ox + c]
-        x = _to_x(batch, torch)
-        post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-        rec = vae.decode(z).sample
+        if cpu:
+            x = _to_x(batch, torch)
+            post = vae.encode(x).latent_dist
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+            rec = vae.decode(z).sample
+        else:  # bf16 forward passes; the posterior, sample and loss in fp32
+            x = batch.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+            with _autocast(device):
+                h = vae.encode(x).latent_dist.parameters
+            post = DiagonalGaussianDistribution(h.float())
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
+            with _autocast(device):
+                rec = vae.decode(z).sample
+            rec = rec.float()
         mse = torch.mean((rec - x) ** 2)
         # Stable Diffusion's balance: per-image sums, reconstruction + kl_weight * KL
         loss = mse + recipe.kl_weight * post.kl().mean() / x[0].numel()
@@ -290,16 +369,19 @@ def train_vae(vae, images, recipe: Recipe, seed: int, *, budget_s=None, progress
     return {"steps_run": step, "seconds": round(time.time() - t0, 1), "losses": losses}
 
 
-def encode_latents(vae, images, batch: int = 256):
-    """(mean, std) of the VAE posterior of uint8 images, float32, unscaled."""
+def encode_latents(vae, images, batch: int = 256, device="cpu"):
+    """(mean, std) of the VAE posterior of uint8 images, float32 numpy, unscaled (``vae`` on
+    ``device``; fp32, no autocast)."""
     import torch
 
+    cpu = _on_cpu(device)
     means, stds = [], []
     with torch.inference_mode():
         for a in range(0, len(images), batch):
-            post = vae.encode(_to_x(images[a:a + batch], torch)).latent_dist
-            means.append(post.mean.numpy())
-            stds.append(post.std.numpy())
+            x = _to_x(images[a:a + batch], torch)
+            post = vae.encode(x if cpu else x.to(device)).latent_dist
+            means.append(post.mean.numpy() if cpu else post.mean.float().cpu().numpy())
+            stds.append(post.std.numpy() if cpu else post.std.float().cpu().numpy())
     return np.concatenate(means), np.concatenate(stds)
 
 
@@ -308,13 +390,20 @@ def condition(pipe, embeds, levels, uncond_mask, generator=None):
 
     ``levels`` (n,) int noise levels of the embedding (0: none); rows of ``uncond_mask`` are
     zeroed (the pipeline's classifier-free-guidance input). Per-sample version of
-    ``StableUnCLIPImg2ImgPipeline.noise_image_embeddings``.
+    ``StableUnCLIPImg2ImgPipeline.noise_image_embeddings``. Computed where the normaliser is
+    (``embeds``, ``levels`` and ``uncond_mask`` are moved there); the noise is drawn on the CPU
+    (``generator`` a CPU generator) and moved.
     """
     import torch
     from diffusers.models.embeddings import get_timestep_embedding
 
+    dev = pipe.image_normalizer.mean.device
+    if dev.type != "cpu":
+        embeds, levels, uncond_mask = embeds.to(dev), levels.to(dev), uncond_mask.to(dev)
     e = pipe.image_normalizer.scale(embeds)
     noise = torch.randn(e.shape, generator=generator, dtype=e.dtype)
+    if dev.type != "cpu":
+        noise = noise.to(dev)
     e = pipe.image_noising_scheduler.add_noise(e, noise, levels)
     e = pipe.image_normalizer.unscale(e)
     lv = get_timestep_embedding(levels, embedding_dim=e.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0)
@@ -322,15 +411,19 @@ def condition(pipe, embeds, levels, uncond_mask, generator=None):
     return torch.where(uncond_mask[:, None], torch.zeros_like(c), c)
 
 
-def train_unet(pipe, lat_mean, lat_std, embeds, recipe: Recipe, seed: int, *, budget_s=None, progress=False) -> dict:
+def train_unet(pipe, lat_mean, lat_std, embeds, recipe: Recipe, seed: int, *, budget_s=None, progress=False,
+               device="cpu") -> dict:
+    """Phase 2 on ``pipe.unet`` (the pipeline already on ``device``); latents and embeddings numpy."""
     import torch
 
+    cpu = _on_cpu(device)
+    dev = torch.device(device)
     unet, sched = pipe.unet, pipe.scheduler
     sf = float(pipe.vae.config.scaling_factor)
     rng = _rng(seed, _P_UNET_STEPS)
     gen = torch.Generator().manual_seed(_torch_seed(seed, _P_UNET_STEPS))
     with torch.inference_mode():
-        empty, _ = pipe.encode_prompt(prompt=[""], device=torch.device("cpu"), num_images_per_prompt=1,
+        empty, _ = pipe.encode_prompt(prompt=[""], device=dev, num_images_per_prompt=1,
                                       do_classifier_free_guidance=False)
     empty = empty.clone()
     decay, no_decay = [], []
@@ -338,16 +431,23 @@ def train_unet(pipe, lat_mean, lat_std, embeds, recipe: Recipe, seed: int, *, bu
         (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.99))
-    ema = [p.detach().clone() for p in unet.parameters()]
+    params = list(unet.parameters())
+    ema = [p.detach().clone() for p in params]
     alphas = sched.alphas_cumprod.float()
     snr = alphas / (1 - alphas)
     n = len(lat_mean)
     emb_all = torch.from_numpy(np.ascontiguousarray(embeds, np.float32))
     mean_all = torch.from_numpy(lat_mean)
     std_all = torch.from_numpy(lat_std)
+    if not cpu:  # the whole training set on the device once; random numbers drawn on the CPU, then moved
+        emb_all, mean_all, std_all, snr = emb_all.to(dev), mean_all.to(dev), std_all.to(dev), snr.to(dev)
+
+    def put(t):
+        return t if cpu else t.to(dev)
+
     total = int(recipe.steps)
     losses = []
-    probe = _probe_batch(pipe, mean_all, emb_all, recipe, seed)
+    probe = _probe_batch(pipe, mean_all, emb_all, recipe, seed, device=device)
     probe_before = _probe_loss(unet, probe)
     unet.train()
     bar = step_bar(progress, total, "train UNet")
@@ -359,19 +459,22 @@ def train_unet(pipe, lat_mean, lat_std, embeds, recipe: Recipe, seed: int, *, bu
             order = np.concatenate([order, rng.permutation(n)])
         idx, order = order[:recipe.batch_size], order[recipe.batch_size:]
         b = len(idx)
-        it = torch.from_numpy(idx)
+        it = put(torch.from_numpy(idx))
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, recipe.lr, recipe.min_lr, recipe.warmup, total)
-        x0 = (mean_all[it] + std_all[it] * torch.randn(mean_all[it].shape, generator=gen)) * sf
-        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        x0 = (mean_all[it] + std_all[it] * put(torch.randn(mean_all[it].shape, generator=gen))) * sf
+        t = put(torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen))
+        noise = put(torch.randn(x0.shape, generator=gen))
         xt = sched.add_noise(x0, noise, t)
         target = sched.get_velocity(x0, noise, t) if recipe.prediction_type == "v_prediction" else noise
         aug = torch.rand(b, generator=gen) < recipe.p_noise_aug
         levels = torch.where(aug, torch.randint(0, recipe.max_noise_level + 1, (b,), generator=gen), 0)
         uncond = torch.rand(b, generator=gen) < recipe.p_uncond
-        cond = condition(pipe, emb_all[it], levels, uncond, gen)
-        pred = unet(xt, t, encoder_hidden_states=empty.expand(b, -1, -1), class_labels=cond).sample
+        cond = condition(pipe, emb_all[it], put(levels), put(uncond), gen)
+        with _autocast(device):
+            pred = unet(xt, t, encoder_hidden_states=empty.expand(b, -1, -1), class_labels=cond).sample
+        if not cpu:
+            pred = pred.float()
         err = ((pred - target) ** 2).mean(dim=(1, 2, 3))
         if recipe.min_snr_gamma:
             s = snr[t]
@@ -384,8 +487,11 @@ def train_unet(pipe, lat_mean, lat_std, embeds, recipe: Recipe, seed: int, *, bu
         opt.step()
         d = min(recipe.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(ema, unet.parameters()):
-                e.lerp_(p.detach(), 1 - d)
+            if cpu:
+                for e, p in zip(ema, unet.parameters()):
+                    e.lerp_(p.detach(), 1 - d)
+            else:  # one fused launch instead of one per tensor
+                torch._foreach_lerp_(ema, params, 1 - d)
         losses.append(float(loss.detach()))
         step += 1
         tick(bar, losses, "loss", ".4f")
@@ -401,27 +507,33 @@ def train_unet(pipe, lat_mean, lat_std, embeds, recipe: Recipe, seed: int, *, bu
             "probe_loss": [probe_before, _probe_loss(unet, probe)]}
 
 
-def _probe_batch(pipe, lat_mean, embeds, recipe: Recipe, seed: int, n: int = 64) -> dict:
-    """A fixed batch (latents, timesteps spread over the schedule, noise, conditions) to compare losses on."""
+def _probe_batch(pipe, lat_mean, embeds, recipe: Recipe, seed: int, n: int = 64, device="cpu") -> dict:
+    """A fixed batch (latents, timesteps spread over the schedule, noise, conditions) to compare losses on;
+    ``lat_mean`` and ``embeds`` tensors on ``device``, where the batch is put."""
     import torch
+
+    cpu = _on_cpu(device)
+
+    def put(t):
+        return t if cpu else t.to(device)
 
     gen = torch.Generator().manual_seed(_torch_seed(seed, _P_UNET_STEPS, 1))
     n = min(n, len(lat_mean))
-    idx = torch.from_numpy(_rng(seed, _P_UNET_STEPS, 1).choice(len(lat_mean), n, replace=False))
+    idx = put(torch.from_numpy(_rng(seed, _P_UNET_STEPS, 1).choice(len(lat_mean), n, replace=False)))
     x0 = lat_mean[idx] * float(pipe.vae.config.scaling_factor)
     sched = pipe.scheduler
-    t = torch.linspace(0, sched.config.num_train_timesteps - 1, n).long()
-    noise = torch.randn(x0.shape, generator=gen)
+    t = put(torch.linspace(0, sched.config.num_train_timesteps - 1, n).long())
+    noise = put(torch.randn(x0.shape, generator=gen))
     target = sched.get_velocity(x0, noise, t) if recipe.prediction_type == "v_prediction" else noise
     cond = condition(pipe, embeds[idx], torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool), gen)
     with torch.inference_mode():
-        empty, _ = pipe.encode_prompt(prompt=[""], device=torch.device("cpu"), num_images_per_prompt=1,
+        empty, _ = pipe.encode_prompt(prompt=[""], device=torch.device(device), num_images_per_prompt=1,
                                       do_classifier_free_guidance=False)
     return {"x": sched.add_noise(x0, noise, t), "t": t, "target": target, "cond": cond, "ctx": empty.expand(n, -1, -1)}
 
 
 def _probe_loss(unet, probe) -> float:
-    """Unweighted MSE of the UNet's prediction on the probe batch."""
+    """Unweighted MSE of the UNet's prediction on the probe batch (fp32, no autocast, on the UNet's device)."""
     import torch
 
     was = unet.training
@@ -429,7 +541,7 @@ def _probe_loss(unet, probe) -> float:
     with torch.inference_mode():
         pred = unet(probe["x"], probe["t"], encoder_hidden_states=probe["ctx"], class_labels=probe["cond"]).sample
     unet.train(was)
-    return float(((pred - probe["target"]) ** 2).mean())
+    return float(((pred.float() - probe["target"]) ** 2).mean())
 
 
 def evaluate(decoder, encoder, heldout: dict, recipe: Recipe, seed: int = 0) -> dict:
@@ -456,14 +568,21 @@ def evaluate(decoder, encoder, heldout: dict, recipe: Recipe, seed: int = 0) -> 
 def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Recipe | None = None,
           vae_cfg: dict | None = None, unet_cfg: dict | None = None, minutes: float | None = None,
           cache_dir=None, progress: bool = True, command: str | None = None, encoder=None,
-          log=print) -> dict:
+          log=print, device: str = "cpu", workers: int = 1) -> dict:
     """Train the nsd-sim image decoder against a CLIP and save it to ``out_dir``; return a summary.
+
+    ``workers``: processes rendering the scenes. ``device``: where the CLIP embeds them and the
+    models train.
 
     ``clip``: a CLIP config (:func:`.clip.parse_clip_config`; ``"sim"`` by default), or pass a
     loaded ``encoder``. ``minutes``: a time budget; after data preparation and a reserve for the
     evaluation, ``vae_fraction`` of it goes to the VAE and the rest to the UNet, each phase
     shortened after its first steps are timed (never lengthened); the steps actually run are
     recorded, so the run is reproducible with ``vae_steps``/``steps`` set to them.
+
+    ``device``: where to train and evaluate (e.g. ``"cuda"``): the pipeline is built on the CPU
+    (same initial weights), moved there, and moved back before it is saved; the CLIP ``encoder``
+    stays where it is (the data embeddings and the evaluation's CLIP scores are computed by it).
     """
     import torch
 
@@ -478,10 +597,10 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
     torch.set_num_threads(recipe.threads)
     try:
         if encoder is None:
-            encoder = mclip.ClipEncoder.load(clip, sim_dir=sim_clip_dir)
+            encoder = mclip.ClipEncoder.load(clip, sim_dir=sim_clip_dir, device=device)
         t0 = time.time()
-        train_set = scene_set(seed, _P_TRAIN, recipe.n_train, recipe.image_size, encoder, cache_dir)
-        heldout = scene_set(seed, _P_HELDOUT, recipe.n_heldout, recipe.image_size, encoder, cache_dir)
+        train_set = scene_set(seed, _P_TRAIN, recipe.n_train, recipe.image_size, encoder, cache_dir, workers)
+        heldout = scene_set(seed, _P_HELDOUT, recipe.n_heldout, recipe.image_size, encoder, cache_dir, workers)
         t_data = time.time() - t0
         pipe = build_unclip_pipeline(encoder.embed_dim, vae_cfg, unet_cfg, image_size=recipe.image_size,
                                      prediction_type=recipe.prediction_type, seed=_torch_seed(seed, _P_INIT))
@@ -489,24 +608,29 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
         with torch.no_grad():
             pipe.image_normalizer.mean.copy_(e.mean(0, keepdim=True).float())
             pipe.image_normalizer.std.copy_(e.std(0, keepdim=True).clamp_min(1e-6).float())
+        on_cpu = _on_cpu(device)
+        if not on_cpu:
+            pipe.to(device)
+            _schedulers_to(pipe, device)
 
         vae_budget = unet_budget = None
         if minutes is not None:
             left = minutes * 60 - (time.time() - t_start) - _eval_reserve(recipe)
             vae_budget = max(0.0, left * recipe.vae_fraction)
         torch.manual_seed(_torch_seed(seed, _P_VAE_STEPS))
-        vae_log = train_vae(pipe.vae, train_set["images"], recipe, seed, budget_s=vae_budget, progress=progress)
-        lat_mean, lat_std = encode_latents(pipe.vae, train_set["images"])
+        vae_log = train_vae(pipe.vae, train_set["images"], recipe, seed, budget_s=vae_budget, progress=progress,
+                            device=device)
+        lat_mean, lat_std = encode_latents(pipe.vae, train_set["images"], device=device)
         scaling = float(1.0 / lat_mean.std())
         pipe.vae.register_to_config(scaling_factor=scaling)
         if minutes is not None:
             unet_budget = max(1.0, minutes * 60 - (time.time() - t_start) - _eval_reserve(recipe))
         unet_log = train_unet(pipe, lat_mean, lat_std, train_set["embeds"], recipe, seed, budget_s=unet_budget,
-                              progress=progress)
+                              progress=progress, device=device)
         t_train = time.time() - t0 - t_data
         sampling = {"guidance_scale": recipe.guidance_scale, "num_inference_steps": recipe.num_inference_steps,
                     "strength": recipe.eval_strength}
-        decoder = ImageDecoder(pipe, info={"sampling": sampling})
+        decoder = ImageDecoder(pipe, info={"sampling": sampling}, device=device)
         t1 = time.time()
         metrics = evaluate(decoder, encoder, heldout, recipe, seed=seed) if recipe.n_heldout > 1 else {}
         metrics["vae_mse_last50"] = float(np.mean(vae_log["losses"][-50:]))
@@ -529,12 +653,17 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
                         "train": round(t_train, 1), "eval": round(time.time() - t1, 1),
                         "total": round(time.time() - t_start, 1)},
             "threads": recipe.threads,
+            "device": str(device),
+            **({} if torch.device(device).type != "cuda" else {"device_name": torch.cuda.get_device_name(device)}),
             "n_params": n_params,
             "torch_version": torch.__version__, "diffusers_version": diffusers.__version__,
             "command": command,
             "train_stream": [_STREAM, int(seed), _P_TRAIN], "heldout_stream": [_STREAM, int(seed), _P_HELDOUT],
             "embeds": "L2-normalised pooled image embeddings of the CLIP (ClipEncoder.encode_images)",
         }
+        if not on_cpu:  # saved (and returned) on the CPU
+            pipe.to("cpu")
+            _schedulers_to(pipe, "cpu")
         if out_dir is not None:
             save_pipeline(pipe, out_dir, info=summary)
             (Path(out_dir) / "losses.json").write_text(json.dumps(
@@ -552,9 +681,13 @@ def _eval_reserve(recipe: Recipe) -> float:
     return 10.0 + 0.025 * recipe.n_heldout * recipe.num_inference_steps * (2 if recipe.guidance_scale > 1 else 1)
 
 
-#: named (recipe, VAE config, UNet config); ``tiny`` runs in seconds (tests, workflow smoke runs)
+#: named (recipe, VAE config, UNet config); ``tiny`` runs in seconds (tests, workflow smoke runs);
+#: ``gpu`` is the default architecture with a recipe sized for one H200 (about 3.5 minutes of
+#: training; a ``--minutes`` budget shortens it on a slower device)
 PRESETS: dict = {
     "default": (Recipe(), VAE_CFG, UNET_CFG),
+    "gpu": (Recipe(n_train=60000, vae_steps=3000, vae_batch_size=128, steps=12000, batch_size=256, lr=2e-3,
+                   warmup=200), VAE_CFG, UNET_CFG),
     "tiny": (Recipe(image_size=32, n_train=64, n_heldout=8, vae_steps=30, vae_batch_size=8, vae_lr=3e-3, steps=40,
                     batch_size=8, warmup=5, lr=2e-3, num_inference_steps=3), TINY_VAE_CFG, TINY_UNET_CFG),
 }

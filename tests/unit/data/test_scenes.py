@@ -130,3 +130,25 @@ def test_position_words_and_readable(attrs):
     assert len(table["shape1"]) == 10 and all(s in sc.SHAPES for s in table["shape1"])
     single = np.flatnonzero(attrs["n_objects"][:10] == 1)
     assert all(table["shape2"][j] == "" and table["position2"][j] == "" for j in single)
+
+
+def test_shape_twins_change_shapes_and_nothing_else(attrs):
+    twin = sc.shape_twins(attrs, np.random.default_rng(5))
+    one, two = attrs["n_objects"] == 1, attrs["n_objects"] == 2
+    for k, v in attrs.items():  # every other field, NaNs included, is the same
+        if k not in ("shape1", "shape2"):
+            np.testing.assert_array_equal(twin[k], v)
+    assert (twin["shape1"][one] != attrs["shape1"][one]).all() and (twin["shape2"][one] == -1).all()
+    assert ((twin["shape1"] >= 0) & (twin["shape1"] < len(sc.SHAPES))).all()
+    assert ((twin["shape2"][two] >= 0) & (twin["shape2"][two] < len(sc.SHAPES))).all()
+    s1, s2, t1, t2 = (a[two] for a in (attrs["shape1"], attrs["shape2"], twin["shape1"], twin["shape2"]))
+    swapped = (t1 == s2) & (t2 == s1) & (s1 != s2)
+    # a two-object twin either swaps two different shapes or changes each object's shape
+    assert (swapped | ((t1 != s1) & (t2 != s2))).all()
+    assert 0 < swapped.sum() < two.sum()
+    # the renders differ only where a shape changed; the captions name the twin's shapes
+    i = int(np.flatnonzero(one)[0])
+    a, b = sc.render_scene(attrs, i), sc.render_scene(twin, i)
+    assert (a != b).any() and (a == b).mean() > 0.8
+    cap = sc.make_captions(twin, i, np.random.default_rng(0), n=1)[0]
+    assert sc.SHAPES[twin["shape1"][i]] in cap and sc.COLOURS[twin["colour1"][i]] in cap

@@ -308,3 +308,31 @@ def test_cli_missing_clip_is_an_input_error(tmp_path, capsys):
     rc = main(["train-image-decoder", "--clip", str(tmp_path / "noclip"), "--out", str(tmp_path / "o"), "--quiet"])
     assert rc == 2
     assert str(tmp_path / "noclip") in capsys.readouterr().err
+
+
+def test_cli_gpu_preset_and_device_reach_train(monkeypatch, tmp_path, capsys):
+    """--preset gpu is the default architecture with the H200 recipe; --device is passed through and reported."""
+    from braindecode_pkg.cli import build_parser, main
+
+    seen = {}
+
+    def fake_train(out, **kw):
+        seen.update(kw)
+        return {"steps_run": {"vae": 1, "unet": 1}, "seconds": {"train": 0.0}, "heldout": {}, "device": kw["device"]}
+
+    monkeypatch.setattr(tid, "train", fake_train)
+    args = build_parser().parse_args(["train-image-decoder", "--out", str(tmp_path), "--preset", "gpu",
+                                      "--device", "cuda", "--quiet"])
+    assert (args.preset, args.device) == ("gpu", "cuda")
+    assert main(["train-image-decoder", "--out", str(tmp_path), "--preset", "gpu", "--device", "cuda", "--quiet",
+                 "--steps", "11"]) == 0
+    assert seen["device"] == "cuda" and "on cuda" in capsys.readouterr().out
+    assert seen["vae_cfg"] == tid.VAE_CFG and seen["unet_cfg"] == tid.UNET_CFG
+    r = seen["recipe"]
+    assert (r.n_train, r.vae_steps, r.vae_batch_size, r.steps, r.batch_size, r.lr, r.warmup) == \
+        (60000, 3000, 128, 11, 256, 2e-3, 200)
+    assert tid.PRESETS["gpu"][0].steps == 12000
+    default = tid.Recipe()
+    changed = {"n_train", "vae_steps", "vae_batch_size", "steps", "batch_size", "lr", "warmup"}
+    assert all(getattr(r, f) == getattr(default, f) for f in default.to_dict() if f not in changed)
+    assert build_parser().parse_args(["train-image-decoder", "--out", "o"]).device == "cpu"

@@ -78,3 +78,30 @@ def test_cli_train_clip(tmp_path, monkeypatch):
     assert calls["recipe"] == dataclasses.replace(train_clip.Recipe(), steps=7)
     assert calls["seed"] == 2 and calls["minutes"] == 1.5 and calls["cache_dir"] is False
     assert calls["command"].startswith("braindecode-pkg train-clip --out")
+
+
+def test_twin_batches_train_and_the_gpu_batch_path_matches_the_cpu_one(tmp_path):
+    recipe = dataclasses.replace(TOY, steps=6, eval_every=0, twin_fraction=0.5)
+    s = train_clip.train(tmp_path / "clip", seed=1, recipe=recipe, model_cfg=train_clip.TINY_MODEL_CFG,
+                         cache_dir=tmp_path / "cache", progress=False)
+    assert len(s["losses"]) == 6 and np.isfinite(s["losses"]).all() and s["recipe"]["twin_fraction"] == 0.5
+    assert s["device"] == "cpu"
+    enc = mclip.ClipEncoder.load({"local_dir": str(tmp_path / "clip")})
+    base = train_clip.scene_set(1, train_clip._P_TRAIN, TOY.n_train, 5, enc, tmp_path / "cache")
+    twins = train_clip.scene_set(1, train_clip._P_TRAIN, TOY.n_train, 5, enc, tmp_path / "cache",
+                                 twin_purpose=train_clip._P_TWIN)
+    # twins: the same scenes with other shapes, rendered and captioned as such
+    assert (twins["attrs"]["colour1"] == base["attrs"]["colour1"]).all()
+    assert (twins["attrs"]["shape1"] != base["attrs"]["shape1"]).any()
+    assert (twins["images"] != base["images"]).any() and twins["captions"] != base["captions"]
+    # the GPU path (uint8 images and tokens resident, normalised per batch) computes the same batches
+    tok = enc.tokenizer
+    cpu = train_clip._Batches(twins, lambda t, context_length: tok(t), 32, 5, "cpu")
+    gpu = train_clip._Batches(twins, lambda t, context_length: tok(t), 32, 5, "cpu")
+    gpu.on_cpu, gpu.gpu_images = False, torch.from_numpy(twins["images"])
+    idx, c = np.array([3, 0, 7]), np.array([4, 1, 0])
+    torch.testing.assert_close(gpu.pixels(enc, idx), cpu.pixels(enc, idx), rtol=0, atol=1e-6)
+    assert torch.equal(gpu.text(idx, c), cpu.text(idx, c))
+    assert cpu.text(idx, c).shape[1] == int(cpu.lengths[idx, c].max())
+    padded = train_clip._cat_tokens([cpu.text(idx[:1], c[:1]), cpu.text(idx, c)])
+    assert padded.shape == (4, cpu.text(idx, c).shape[1]) and (padded[0, cpu.lengths[3, 4]:] == 0).all()
