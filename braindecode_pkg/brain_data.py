@@ -157,10 +157,22 @@ def find_rows(all_ids, ids, where, what: str = "row") -> np.ndarray:
     return rows
 
 
-def _read_keyed(path: Path, datasets: dict, ids, kind: str) -> tuple[np.ndarray, dict]:
+#: load_targets(mmap="auto") maps the embeddings instead of reading them when the rows it would
+#: read hold more than this many bytes
+MMAP_AUTO_BYTES = 2 << 30
+
+
+def _read_keyed(path: Path, datasets: dict, ids, kind: str, mmap=False) -> tuple[np.ndarray, dict]:
+    """(ids, {head: array}) of the rows ``ids`` (all if None) of a file keyed by ``nsd_id``.
+
+    ``mmap``: True maps contiguous datasets (:func:`.embed.contiguous_memmap`) in their stored
+    dtype and returns every row (the caller looks rows up by id; finiteness is then the
+    checksum pass's job); ``"auto"`` does so when the rows read would exceed
+    :data:`MMAP_AUTO_BYTES`. Otherwise the rows are read into float32 arrays.
+    """
     import h5py
 
-    from .embed import read_rows
+    from .embed import contiguous_memmap, read_rows
 
     if not path.is_file():
         raise InputError(f"{path}: {kind} file not found")
@@ -176,20 +188,34 @@ def _read_keyed(path: Path, datasets: dict, ids, kind: str) -> tuple[np.ndarray,
             rows = np.arange(len(all_ids))
         else:
             rows = find_rows(all_ids, np.unique(np.asarray(ids, np.int64)), path)
-        out = {}
         for head, name in datasets.items():
             if name not in f:
                 raise InputError(f"{path}: no dataset {name!r} for the {head} head (found {sorted(f.keys())})")
+        if mmap == "auto":
+            mmap = sum(len(rows) * 4 * int(np.prod(f[n].shape[1:])) for n in datasets.values()) > MMAP_AUTO_BYTES
+        maps = {head: contiguous_memmap(path, name) for head, name in datasets.items()} if mmap else {}
+        if maps and all(m is not None for m in maps.values()):
+            return all_ids, maps  # every row, looked up by id by the caller
+        out = {}
+        for head, name in datasets.items():
             out[head] = read_rows(f[name], rows).astype(np.float32, copy=False)
             if not np.isfinite(out[head]).all():
                 raise InputError(f"{path}: {name} contains NaN or inf")
     return all_ids[rows], out
 
 
-def load_targets(embed, *, heads=("pooled", "tokens"), latent=None, ids=None) -> Targets:
+def load_targets(embed, *, heads=("pooled", "tokens"), latent=None, ids=None, mmap="auto") -> Targets:
     """Targets of the CLIP ``heads`` from the embed file (those it holds if ``heads`` is
-    ``"available"``) and of the ``latent`` head from a latent file, for the images ``ids``."""
+    ``"available"``) and of the ``latent`` head from a latent file, for the images ``ids``.
+
+    The embed file's batch checksums are verified first (:func:`.embed.verify_embeddings`,
+    remembered per file). ``mmap`` (see :func:`_read_keyed`): large embeddings stay on disk as
+    read-only memory maps in their stored dtype (e.g. float16), holding every row of the file;
+    small ones are read into float32 arrays of the rows ``ids``.
+    """
     import h5py
+
+    from .embed import verify_embeddings
 
     embed = Path(embed)
     if heads == "available":
@@ -203,7 +229,9 @@ def load_targets(embed, *, heads=("pooled", "tokens"), latent=None, ids=None) ->
         raise InputError(f"CLIP heads {bad}: expected some of {list(EMBED_HEADS)}")
     if not heads:
         raise InputError(f"{embed}: no CLIP image embeddings (image_pooled / image_tokens)")
-    nid, arrays = _read_keyed(embed, {h: EMBED_HEADS[h] for h in heads}, ids, "embeddings")
+    if embed.is_file():
+        verify_embeddings(embed)
+    nid, arrays = _read_keyed(embed, {h: EMBED_HEADS[h] for h in heads}, ids, "embeddings", mmap=mmap)
     source = {h: str(embed) for h in heads}
     if latent is not None:
         lid, lat = _read_keyed(Path(latent), {"latent": "latent"}, nid, "latent")

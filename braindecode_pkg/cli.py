@@ -78,7 +78,8 @@ def _cmd_train_clip(args) -> int:
 
     recipe, model_cfg = train_clip.PRESETS[args.preset]
     fields = {"steps": args.steps, "threads": args.threads, "batch_size": args.batch_size,
-              "eval_every": args.eval_every, "twin_fraction": args.twin_fraction}
+              "eval_every": args.eval_every, "twin_fraction": args.twin_fraction, "lr": args.lr,
+              "n_heldout": args.n_heldout}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in fields.items() if v is not None})
     if args.vision_width is not None:
         model_cfg = {**model_cfg, "vision_cfg": {**model_cfg["vision_cfg"], "width": args.vision_width}}
@@ -86,7 +87,7 @@ def _cmd_train_clip(args) -> int:
     summary = train_clip.train(
         args.out, seed=args.seed, recipe=recipe, model_cfg=model_cfg, minutes=args.minutes,
         cache_dir=False if args.cache == "" else args.cache, workers=args.workers,
-        progress=not args.quiet, command=command, device=args.device,
+        progress=not args.quiet, command=command, device=args.device, init=args.init,
     )
     h = summary["heldout"]
     probe = h.get("shape_probe_one_object")
@@ -105,7 +106,7 @@ def _cmd_embed(args) -> int:
     out = embed_stimuli(
         args.nsd_root, _subject_list(args.subjects), args.clip, args.out, what=args.what,
         batch_size=args.batch_size, sessions=args.sessions, sim_dir=args.sim_clip,
-        device=args.device, progress=not args.quiet,
+        device=args.device, progress=not args.quiet, dtype=args.dtype,
     )
     print(out)
     return 0
@@ -367,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--twin-fraction", type=float, default=None,
                    help="fraction of each batch that is scene/shape-twin pairs (default: the recipe's)")
     s.add_argument("--vision-width", type=int, default=None, help="image tower width (default: the architecture's)")
+    s.add_argument("--init", default=None, help="open_clip local-dir of the same architecture to fine-tune (e.g. 'sim')")
+    s.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
+    s.add_argument("--n-heldout", type=int, default=None, help="held-out scenes scored (default: the recipe's)")
     s.add_argument("--minutes", type=float, default=None,
                    help="time budget: shorten the run to fit after timing the warm-up (steps run are recorded)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's)")
@@ -387,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "a JSON/YAML file, an open_clip local-dir folder, or 'sim'")
     s.add_argument("--out", required=True, help="output HDF5 file, e.g. results/embed/clip.h5")
     s.add_argument("--what", default="both", choices=["pooled", "tokens", "both"], help="image embeddings to store")
+    s.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                   help="storage of the embeddings (float16: half the disk and memory; default: float32)")
     s.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
     s.add_argument("--sessions", default="all", help="sessions whose images to embed: 'all', 'legacy' or e.g. '1-3'")
     s.add_argument("--sim-clip", default=None, help="folder of the trained nsd-sim CLIP that --clip sim refers to")

@@ -101,7 +101,8 @@ def true_embeddings(embed, ids) -> np.ndarray:
     """The embed stage's pooled image embeddings of ``ids`` (sorted)."""
     from .brain_data import load_targets
 
-    return load_targets(embed, heads=("pooled",), ids=ids).arrays["pooled"]
+    tg = load_targets(embed, heads=("pooled",), ids=ids)
+    return np.asarray(tg.arrays["pooled"][tg.rows(ids)], np.float32)
 
 
 def mean_norm(embed, max_rows: int = 4096) -> float:

@@ -153,7 +153,9 @@ def true_embedding(prep, embed, out, *, subject=None, protocols=tuple(PROTOCOLS)
     tr = load_subject(prep, split="test", sessions="all", subject=subject)
     ids, groups = test_groups(tr)
     targets = load_targets(embed, heads="available", latent=latent, ids=ids)
-    results = {p: dict(targets.arrays) for p in protocols}
+    rows = targets.rows(ids)
+    true = {h: np.asarray(a[rows], np.float32) for h, a in targets.arrays.items()}
+    results = {p: dict(true) for p in protocols}
     _write(out, ids, groups, results, subject=tr.key, method="true_embedding", model=str(embed),
            kind="true_embedding", prep=prep, protocols=protocols, sessions=tr.session, prior_seed=0)
     return Path(out)

@@ -123,12 +123,44 @@ def cached_sha256(path: str | os.PathLike, cache_dir: Path | None) -> str:
     A 1 GB NSD beta file takes longer to hash than to read its ROI voxels; NSD inputs never
     change, so the digest is reused while the file's device, inode, size and mtime are the same.
     """
+    return remembered_by_stat(path, cache_dir, "sha256", sha256_file)
+
+
+def remembered_by_stat(path: str | os.PathLike, cache_dir: Path | None, kind: str, compute) -> str:
+    """``compute(path)`` (a string), remembered under ``cache_dir`` keyed by the file's stat.
+
+    ``kind`` names what is remembered (one entry per file and kind). An entry is reused while
+    the file's device, inode, size and mtime are unchanged and the entry's own checksum holds;
+    ``compute`` raising leaves nothing remembered. Processes asking at the same time (the
+    data-parallel processes of one training job) compute it once: the others wait on a lock.
+    """
     path = Path(path).resolve()
     if cache_dir is None:
-        return sha256_file(path)
+        return compute(path)
+    name = hashlib.sha1(str(path).encode()).hexdigest() + ("" if kind == "sha256" else f".{kind}")
+    entry = Path(cache_dir) / (name + ".json")
+    with _entry_lock(entry):
+        return _remembered(path, entry, compute)
+
+
+@contextlib.contextmanager
+def _entry_lock(entry: Path):
+    import fcntl
+
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(entry.with_name(entry.name + ".lock"), "a")
+    except OSError:  # a read-only cache: no lock, each process computes
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _remembered(path: Path, entry: Path, compute) -> str:
     st = path.stat()
     key = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
-    entry = Path(cache_dir) / (hashlib.sha1(str(path).encode()).hexdigest() + ".json")
     try:
         rec = json.loads(entry.read_text())
         if rec.get("path") == str(path) and rec.get("stat") == key:
@@ -137,12 +169,12 @@ def cached_sha256(path: str | os.PathLike, cache_dir: Path | None) -> str:
             # an entry altered on disk (or truncated by another tool): not trusted, rebuilt below
     except (OSError, ValueError, KeyError, AttributeError):
         pass
-    digest = sha256_file(path)
+    value = compute(path)
     with contextlib.suppress(OSError):  # a read-only cache only costs speed
         with atomic_path(entry) as tmp:
-            tmp.write_text(json.dumps({"path": str(path), "stat": key, "sha256": digest,
-                                       "check": _entry_check(str(path), key, digest)}))
-    return digest
+            tmp.write_text(json.dumps({"path": str(path), "stat": key, "sha256": value,
+                                       "check": _entry_check(str(path), key, value)}))
+    return value
 
 
 def write_digest_sidecar(path) -> None:

@@ -192,7 +192,7 @@ def fit_ridge_regime(prep, subject, embed, out_dir, *, sessions="all", heads="av
     coef, icpt, info_h = {}, {}, {}
     shapes = {h: s for h, s in tg.shapes().items() if h != "latent"}
     for h, s in shapes.items():
-        y = tg.arrays[h][rows].reshape(len(rows), -1)
+        y = np.asarray(tg.arrays[h][rows], np.float32).reshape(len(rows), -1)
         if h == "pooled":  # the targets are unit vectors; keep them so
             y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
         r = ridge_cv(tr.betas, y, groups=tr.nsd_id, alphas=alphas, alpha_per_target=alpha_per_target)

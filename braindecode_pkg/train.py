@@ -75,6 +75,10 @@ class TrainConfig:
     shared_lr_scale: float = 1.0  # adapt: lr multiplier of the pretrained parts
     adapter_init: str = "random"  # adapt: random | invert (see init_adapter_by_inversion)
     average_repeats: float = 0.0  # probability of replacing a trial by the mean of its image's training repeats
+    # where the targets live while training: device (copied once), host (each batch's rows copied
+    # over; for targets that do not fit on the device, e.g. memory-mapped ViT-bigG tokens), or
+    # auto (host for memory-mapped targets, else device)
+    targets_on: str = "auto"
 
     def __post_init__(self):
         if self.schedule not in ("cosine", "constant"):
@@ -83,6 +87,8 @@ class TrainConfig:
             raise InputError(f"adapter_init {self.adapter_init!r}: expected 'random' or 'invert'")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise InputError(f"precision {self.precision!r}: expected 'auto', 'fp32' or 'bf16'")
+        if self.targets_on not in ("auto", "device", "host"):
+            raise InputError(f"targets_on {self.targets_on!r}: expected 'auto', 'device' or 'host'")
         if self.steps is None and self.epochs is None:
             raise InputError("give steps or epochs")
 
@@ -353,6 +359,30 @@ def _signature(doc: dict) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _place_targets(arr, where: str, dev):
+    """A target array for :func:`_gather_targets`: a tensor on ``dev`` (copied once), or the
+    array itself, left on the host (``where`` host, or auto and ``arr`` memory-mapped)."""
+    import torch
+
+    if where == "host" or (where == "auto" and isinstance(arr, np.memmap)):
+        return arr
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(dev)
+
+
+def _gather_targets(arr, rows):
+    """float32 target rows ``rows`` (a tensor on the training device) of a placed target array."""
+    import torch
+
+    if isinstance(arr, torch.Tensor):
+        return arr.index_select(0, rows).float()
+    r = rows.cpu().numpy()
+    u, inv = np.unique(r, return_inverse=True)  # sorted reads of a memory map, once per row
+    x = torch.from_numpy(np.ascontiguousarray(arr[u], dtype=np.float32))
+    if rows.device.type == "cuda":
+        x = x.pin_memory().to(rows.device, non_blocking=True)
+    return x.index_select(0, torch.from_numpy(inv).to(x.device))
+
+
 def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(), progress: bool = True,
         info: dict | None = None, resume: bool = True, stop_after: int | None = None) -> dict:
     """Train ``model`` on ``trials`` (subject id → :class:`~.brain_data.SubjectTrials`) towards
@@ -395,7 +425,7 @@ def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(
     dev = accel.device
     betas = {k: torch.from_numpy(np.ascontiguousarray(trials[k].betas)).to(dev) for k in keys}
     trow = {k: torch.from_numpy(targets.rows(trials[k].nsd_id)).to(dev) for k in keys}
-    tarr = {h: torch.from_numpy(np.ascontiguousarray(targets.arrays[h])).to(dev) for h in heads}
+    tarr = {h: _place_targets(targets.arrays[h], tcfg.targets_on, dev) for h in heads}
     img_of, img_mean = {}, {}
     if tcfg.average_repeats > 0:  # the test protocol averages repeats: show the model such inputs too
         for k in keys:
@@ -480,7 +510,7 @@ def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(
             batch[k] = x
             tgt_rows.append(trow[k].index_select(0, r))
         tr = torch.cat(tgt_rows)
-        tgt = {h: tarr[h].index_select(0, tr) for h in heads}
+        tgt = {h: _gather_targets(tarr[h], tr) for h in heads}
         ptgt = None
         if unwrapped.prior is not None and lcfg.prior > 0:
             pt = unwrapped.config.prior["target"]
@@ -716,7 +746,7 @@ def init_adapter_by_inversion(model, key: str, trials, targets, run: RunConfig, 
     adapter = model.adapters[key]
     ids, inv = np.unique(trials.nsd_id, return_inverse=True)
     heads = [h for h in ("pooled", "tokens") if h in model.config.heads and h in targets.arrays]
-    tg = {h: torch.from_numpy(targets.arrays[h][targets.rows(ids)]) for h in heads}
+    tg = {h: torch.from_numpy(np.asarray(targets.arrays[h][targets.rows(ids)], np.float32)) for h in heads}
     r = adapter.linear.out_features
     was = model.training
     model.eval()

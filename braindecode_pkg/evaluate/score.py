@@ -89,7 +89,7 @@ def _embed_rows(embed, ids) -> dict:
         rows = find_rows(f["nsd_id"][:], ids, p, "embedding")
         if "image_pooled" not in f:
             raise InputError(f"{p}: no image_pooled (embed with --what pooled or both)")
-        pooled = read_rows(f["image_pooled"], rows)
+        pooled = read_rows(f["image_pooled"], rows).astype(np.float32, copy=False)
         caps = read_rows(f["captions"], rows)
         n_caps = f["n_captions"][:][rows]
     refs = [[c.decode() if isinstance(c, bytes) else str(c) for c in row[:k]] for row, k in zip(caps, n_caps)]

@@ -29,6 +29,8 @@ import numpy as np
 
 from .progress import fit_budget, step_bar, tick
 
+from ..errors import InputError
+
 SIM_ARCH = "nsd-sim-clip"
 
 #: the nsd-sim CLIP architecture (an open_clip ``model_cfg``), registered as :data:`SIM_ARCH`
@@ -365,13 +367,14 @@ def _lr_at(step: int, recipe: Recipe, total: int) -> float:
 
 def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: dict | None = None,
           minutes: float | None = None, cache_dir=None, workers: int = 1, progress: bool = True,
-          command: str | None = None, log=print, device: str = "cpu") -> dict:
+          command: str | None = None, log=print, device: str = "cpu", init=None) -> dict:
     """Train the nsd-sim CLIP and save it to ``out_dir`` (open_clip local-dir); return a summary.
 
     ``device``: where to train (``"cuda"``: the images are kept on the GPU as uint8 and
     normalised there, and the forward passes run under bf16 autocast; the saved weights are
     fp32 either way). On CPU with a fixed thread count the saved weights are byte-identical run
-    to run; on a GPU they are not (non-deterministic kernels).
+    to run; on a GPU they are not (non-deterministic kernels). ``init``: an open_clip local-dir
+    of the same architecture to start from (fine-tuning; its weights' SHA-256 is recorded).
 
     ``minutes``: a time budget for the optimisation steps. After the warm-up steps the step time
     is measured and the run shortened to fit (never lengthened); the cosine schedule then decays
@@ -401,8 +404,19 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
             model = mclip.create_clip_model(name)
         finally:
             factory._MODEL_CONFIGS.pop(name, None)
-        with torch.no_grad():
-            model.logit_scale.fill_(recipe.init_logit_scale)
+        init_info = None
+        if init is not None:
+            from ..io import sha256_file
+
+            cfg = mclip.parse_clip_config("sim" if str(init) == "sim" else {"local_dir": str(init)})
+            saved = json.loads((cfg.local_dir / mclip.LOCAL_DIR_CONFIG).read_text())["model_cfg"]
+            if saved != model_cfg:
+                raise InputError(f"--init {init}: its architecture {saved} is not the one trained here {model_cfg}")
+            mclip.load_state_dict_into(model, mclip.read_state_dict(cfg.weights), source=cfg.weights)
+            init_info = {"local_dir": str(init), "weights_sha256": sha256_file(cfg.weights)}
+        else:
+            with torch.no_grad():
+                model.logit_scale.fill_(recipe.init_logit_scale)
         from open_clip.model import get_model_preprocess_cfg
 
         pp = dict(get_model_preprocess_cfg(model))
@@ -504,6 +518,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
             "torch_version": torch.__version__,
             "open_clip_version": open_clip.__version__,
             "device": _device_name(device),
+            "init": init_info,
             "command": command,
             "train_stream": [int(seed), _P_TRAIN], "heldout_stream": [int(seed), _P_HELDOUT],
         }

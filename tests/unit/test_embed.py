@@ -141,3 +141,44 @@ def test_missing_clip_weights_fail_before_any_work(world, tmp_path, capsys):
     assert rc == 2 and "--subjects '1,a'" in capsys.readouterr().err
     with pytest.raises(InputError, match="what"):
         embed_stimuli(world["nsd"], [1], world["clip"], out, what="all")
+
+
+def test_float16_storage_and_verification_before_use(world, tmp_path, monkeypatch):
+    from braindecode_pkg import embed as emb
+    from braindecode_pkg.brain_data import load_targets
+
+    monkeypatch.setenv("BRAINDECODE_HASH_CACHE", str(tmp_path / "hashes"))
+    cfg = json.dumps({"local_dir": world["clip"]})
+    outs = {}
+    for dt in ("float32", "float16"):
+        outs[dt] = tmp_path / f"clip-{dt}.h5"
+        assert cli.main(["embed", "--nsd-root", str(world["nsd"]), "--subjects", "1", "--clip", cfg, "--dtype", dt,
+                         "--out", str(outs[dt]), "--batch-size", "96", "--quiet"]) == 0
+    with h5py.File(outs["float32"], "r") as a, h5py.File(outs["float16"], "r") as b:
+        assert b.attrs["dtype"] == "float16" and a.attrs["dtype"] == "float32"
+        for n in ("image_pooled", "image_tokens", "text"):
+            assert b[n].dtype == np.float16 and b[n].shape == a[n].shape
+            x, y = a[n][:], b[n][:].astype(np.float32)
+            np.testing.assert_allclose(y, x, rtol=1e-3, atol=1e-3)
+            assert (np.isnan(x) == np.isnan(y)).all()
+        n_rows, tok_bytes = len(a["nsd_id"]), a["image_tokens"].id.get_storage_size()
+    assert tok_bytes == 2 * h5py.File(outs["float16"], "r")["image_tokens"].id.get_storage_size()
+    # the memory map sees the same values as h5py
+    m = emb.contiguous_memmap(outs["float16"], "image_tokens")
+    with h5py.File(outs["float16"], "r") as b:
+        np.testing.assert_array_equal(m, b["image_tokens"][:])
+    # verified once per file (remembered by stat), then trusted
+    calls = []
+    real = emb._verify_embeddings
+    monkeypatch.setattr(emb, "_verify_embeddings", lambda p: calls.append(p) or real(p))
+    load_targets(outs["float16"], heads=("pooled",))
+    load_targets(outs["float16"], heads=("pooled",))
+    assert len(calls) == 1
+    # a row altered on disk (same size; a new mtime) is caught before it is trained on
+    off = h5py.File(outs["float16"], "r")["image_pooled"].id.get_offset()
+    with open(outs["float16"], "r+b") as f:
+        f.seek(off + 2 * 16 * 100 + 6)  # row 100 (batch 1: rows 96..191)
+        f.write(b"\x00\x7c")  # float16 +inf
+    with pytest.raises(InputError, match=r"rows 96\.\.191 do not match their checksum"):
+        load_targets(outs["float16"], heads=("pooled",))
+    assert n_rows > 192

@@ -278,7 +278,7 @@ def test_hash_cache_entry_altered_on_disk_is_recomputed(tmp_path):
     cache = tmp_path / "cache"
     true = io.sha256_file(data)
     assert io.cached_sha256(data, cache) == true
-    (entry,) = cache.iterdir()
+    (entry,) = cache.glob("*.json")
     rec = json.loads(entry.read_text())
     rec["sha256"] = "0" * 64  # valid JSON, wrong digest
     entry.write_text(json.dumps(rec))
@@ -390,3 +390,32 @@ def test_full_disk_embed_then_rerun(world, small_disk, capsys):
     assert not out.exists()  # only the checksummed .partial, if anything
     grow()
     assert run(world["embed_argv"](out)) == 0 and out.read_bytes() == world["embed_ref"]
+
+
+def test_remembered_by_stat_computes_once_for_concurrent_callers(tmp_path):
+    """Processes asking at the same time (a training job's data-parallel ranks verifying one
+    embeddings file) wait on a lock: one computes, the others reuse its entry."""
+    import threading
+    import time
+
+    from braindecode_pkg.io import remembered_by_stat
+
+    f = tmp_path / "data.bin"
+    f.write_bytes(b"x" * 1000)
+    calls = []
+
+    def slow(p):
+        calls.append(p)
+        time.sleep(0.3)
+        return "verified"
+
+    out = []
+    ts = [threading.Thread(target=lambda: out.append(remembered_by_stat(f, tmp_path / "c", "check", slow)))
+          for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert out == ["verified"] * 3 and len(calls) == 1
+    f.write_bytes(b"y" * 1000)  # changed: computed again
+    assert remembered_by_stat(f, tmp_path / "c", "check", slow) == "verified" and len(calls) == 2

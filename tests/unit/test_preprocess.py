@@ -232,11 +232,11 @@ def test_hash_cache_reuses_digests(mini_nsd, tmp_path, monkeypatch):
     f = mini_nsd["paths"].betas(1, 1, "hdf5")
     cache = tmp_path / "cache"
     d = cached_sha256(f, cache)
-    assert d == sha256_file(f) and len(list(cache.iterdir())) == 1
+    assert d == sha256_file(f) and len(list(cache.glob("*.json"))) == 1
     hashed = []
     monkeypatch.setattr(bio, "sha256_file", lambda p: hashed.append(p) or sha256_file(p))
     assert cached_sha256(f, cache) == d and hashed == []  # same stat: not re-hashed
-    entry = next(cache.iterdir())
+    entry = next(cache.glob("*.json"))
     rec = json.loads(entry.read_text())
     rec["sha256"] = "altered"
     entry.write_text(json.dumps(rec))

@@ -355,3 +355,36 @@ def test_two_process_gloo_ddp_matches_one_process(toy, tmp_path):
     lb = [r.split("\t") for r in (tmp_path / "ddp" / "train_log.tsv").read_text().splitlines()[1:]]
     np.testing.assert_allclose([float(r[3]) for r in la], [float(r[3]) for r in lb], rtol=1e-5)
     _assert_same(_weights(tmp_path / "one"), _weights(tmp_path / "ddp"), atol=2e-6)
+
+
+def test_memory_mapped_float16_targets_train_on_host_as_in_memory(toy, tmp_path):
+    """float16 embeddings memory-mapped (all rows, left on the host, each batch's rows copied over)
+    train the same model as the same values read into memory and placed on the device."""
+    f16 = tmp_path / "clip16.h5"
+    with h5py.File(toy["embed"], "r") as src, h5py.File(f16, "w") as f:
+        f["nsd_id"] = src["nsd_id"][:]
+        for n in ("image_pooled", "image_tokens"):
+            f[n] = src[n][:].astype(np.float16)
+    trials = {t.key: t for t in (load_subject(toy["prep"][s], split="train") for s in VOXELS)}
+    ids = np.unique(np.concatenate([t.nsd_id for t in trials.values()]))
+    mm = load_targets(f16, heads=("pooled", "tokens"), ids=ids, mmap=True)
+    mem = load_targets(f16, heads=("pooled", "tokens"), ids=ids, mmap=False)
+    assert isinstance(mm.arrays["tokens"], np.memmap) and mm.arrays["tokens"].dtype == np.float16
+    assert len(mm.nsd_id) > len(ids) and mm.shapes() == mem.shapes() == {"pooled": (D,), "tokens": TOK}
+    assert mem.arrays["tokens"].dtype == np.float32 and len(mem.nsd_id) == len(ids)
+    np.testing.assert_array_equal(mm.arrays["tokens"][mm.rows(ids)], mem.arrays["tokens"])
+    assert train._place_targets(mm.arrays["tokens"], "auto", torch.device("cpu")) is mm.arrays["tokens"]
+    assert isinstance(train._place_targets(mem.arrays["tokens"], "auto", torch.device("cpu")), torch.Tensor)
+    rows = torch.tensor([3, 0, 3, 7])
+    torch.testing.assert_close(train._gather_targets(mm.arrays["pooled"], rows),
+                               torch.from_numpy(mm.arrays["pooled"][[3, 0, 3, 7]].astype(np.float32)), rtol=0, atol=0)
+    run = small_run()
+    weights = {}
+    for name, tg in (("host", mm), ("device", mem)):
+        torch.manual_seed(0)
+        model = BrainModel(train.model_config_for(run, trials, tg))
+        train.fit(model, trials, tg, tmp_path / name, run=run, progress=False)
+        weights[name] = _weights(tmp_path / name)
+    _assert_same(weights["host"], weights["device"])
+    with pytest.raises(InputError, match="targets_on 'gpu'"):
+        small_run(**{"train.targets_on": "gpu"}).training()

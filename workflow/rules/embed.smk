@@ -11,6 +11,7 @@ rule embed:
         clip=model_arg("clip"),
         sim_clip=sim_dir_opt("clip", "--sim-clip"),
         what=config["embed"]["what"],
+        dtype=config["embed"].get("dtype", "float32"),
         batch=config["embed"]["batch_size"],
         cli=CLI,
     log:
@@ -24,6 +25,7 @@ rule embed:
     shell:
         "{params.cli} embed --nsd-root {params.root} --subjects {params.subjects} "
         "--sessions {params.sessions} --clip {params.clip} {params.sim_clip} --what {params.what} "
+        "--dtype {params.dtype} "
         "--batch-size {params.batch} --out {output} > {log} 2>&1"
 
 
