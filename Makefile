@@ -8,7 +8,7 @@ CORES ?= 2
 CONFIG ?=
 SNAKEMAKE_ARGS ?=
 
-.PHONY: setup run test test-all lint bench bench-ceilings sim-weights
+.PHONY: setup run test test-all lint bench bench-ceilings sim-weights sim-weights-gpu
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,4 +47,14 @@ sim-weights: setup
 	$(BIN)/python -m braindecode_pkg train-clip --threads 2 --workers 2 --eval-every 400 --out $(SIM_WEIGHTS)/clip
 	$(BIN)/python -m braindecode_pkg train-image-decoder --sim-clip $(SIM_WEIGHTS)/clip --out $(SIM_WEIGHTS)/image_decoder & pid=$$!; \
 	$(BIN)/python -m braindecode_pkg train-captioner --sim-clip $(SIM_WEIGHTS)/clip --out $(SIM_WEIGHTS)/captioner; \
+	rc=$$?; wait $$pid && test $$rc -eq 0
+
+# The same three models on one CUDA GPU with the `gpu` presets (larger batches and data; the CLIP
+# with shape-twin hard negatives, issue 3), each fitted to a time budget, into SIM_GPU_OUT. Written
+# for a GPU and tested on CPU only: not yet run on a GPU.
+SIM_GPU_OUT ?= results/models/nsd-sim-gpu
+sim-weights-gpu: setup
+	$(BIN)/python -m braindecode_pkg train-clip --preset gpu --device cuda --workers 8 --minutes 5 --out $(SIM_GPU_OUT)/clip
+	$(BIN)/python -m braindecode_pkg train-image-decoder --preset gpu --device cuda --workers 4 --minutes 4 --sim-clip $(SIM_GPU_OUT)/clip --out $(SIM_GPU_OUT)/image_decoder & pid=$$!; \
+	$(BIN)/python -m braindecode_pkg train-captioner --preset gpu --device cuda --workers 4 --minutes 4 --sim-clip $(SIM_GPU_OUT)/clip --out $(SIM_GPU_OUT)/captioner; \
 	rc=$$?; wait $$pid && test $$rc -eq 0

@@ -129,6 +129,9 @@ def preprocess(
             betas[row : row + len(z)] = z
             digest.update(z)
             row += len(z)
+            # drop this session's arrays now: held until the next read replaced them, they made
+            # the peak grow by one session's raw and z-scored arrays from the 2nd session on
+            del raw, z
             fault_point("preprocess.session")
             if progress:
                 print(

@@ -80,11 +80,12 @@ def _embed_rows(embed, ids) -> dict:
     import h5py
 
     from ..brain_data import find_rows
-    from ..embed import read_rows
+    from ..embed import read_rows, verify_embeddings
 
     p = Path(embed)
     if not p.is_file():
         raise InputError(f"{p}: embeddings file not found (the embed stage writes it)")
+    verify_embeddings(p)
     with h5py.File(p, "r") as f:
         rows = find_rows(f["nsd_id"][:], ids, p, "embedding")
         if "image_pooled" not in f:

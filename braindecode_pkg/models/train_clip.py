@@ -301,7 +301,7 @@ class _Batches:
         self.tokens = tok([c for caps in scene_set["captions"] for c in caps], context_length=ctx).reshape(n, k, ctx)
         self.lengths = (self.tokens != 0).sum(-1)
         self.images = scene_set["images"]
-        self.on_cpu = torch.device(device).type == "cpu"
+        self.on_cpu = not _accelerated(device)
         if not self.on_cpu:  # uint8 on the GPU (n * S * S * 3 bytes); normalised per batch there
             self.gpu_images = torch.from_numpy(self.images).to(device)
             self.tokens = self.tokens.to(device)
@@ -327,6 +327,13 @@ class _Batches:
             c = torch.as_tensor(c, device=self.tokens.device)
         t = self.tokens[idx, c]
         return t[:, : int(self.lengths[idx, c].max())]  # padding after EOT never reaches it (causal)
+
+
+def _accelerated(device) -> bool:
+    """Whether ``device`` gets the accelerator path (resident uint8 images, bf16 autocast)."""
+    import torch
+
+    return torch.device(device).type != "cpu"
 
 
 def _cat_tokens(parts):
@@ -437,7 +444,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
             twins = scene_set(seed, _P_TRAIN, n, k, enc, cache_dir, workers, progress, twin_purpose=_P_TWIN)
             batch.append(_Batches(twins, tok, ctx, k, device))
         t_data = time.time() - t0
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda"
+        autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if _accelerated(device)
                     else contextlib.nullcontext())
 
         rng = _rng(seed, _P_STEPS)

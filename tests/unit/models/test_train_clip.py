@@ -105,3 +105,17 @@ def test_twin_batches_train_and_the_gpu_batch_path_matches_the_cpu_one(tmp_path)
     assert cpu.text(idx, c).shape[1] == int(cpu.lengths[idx, c].max())
     padded = train_clip._cat_tokens([cpu.text(idx[:1], c[:1]), cpu.text(idx, c)])
     assert padded.shape == (4, cpu.text(idx, c).shape[1]) and (padded[0, cpu.lengths[3, 4]:] == 0).all()
+
+
+def test_the_accelerator_path_runs_end_to_end(tmp_path, monkeypatch):
+    """The GPU path (images resident as uint8 and normalised per batch, bf16 autocast, twins),
+    run on the CPU by declaring the CPU an accelerator: it trains and saves fp32 weights."""
+    monkeypatch.setattr(train_clip, "_accelerated", lambda device: True)
+    recipe = dataclasses.replace(TOY, steps=5, eval_every=0, twin_fraction=0.5)
+    s = train_clip.train(tmp_path / "clip", seed=2, recipe=recipe, model_cfg=train_clip.TINY_MODEL_CFG,
+                         cache_dir=tmp_path / "cache", progress=False)
+    assert len(s["losses"]) == 5 and np.isfinite(s["losses"]).all()
+    from safetensors.torch import load_file
+
+    w = load_file(str(tmp_path / "clip" / "open_clip_model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in w.values() if v.is_floating_point())
