@@ -693,11 +693,14 @@ def run_regime(regime: str, *, prep: dict, embed, out_dir, latent=None, init=Non
             "embed": str(embed), "latent": None if latent is None else str(latent)}
     new = ()
     if regime == "adapt":
+        import torch
+
         model = BrainModel.from_pretrained(init)
         (k,) = trials
         if k in model.adapters:
             print(f"[train adapt] {k} already has an adapter in {init}; replacing it with a fresh one",
                   file=sys.stderr)
+        torch.manual_seed(run.training().seed)  # the fresh adapter's initial weights, like scratch's model
         model.add_subject(k, trials[k].n_voxels if model.config.adapter == "linear" else None)
         for h in model.config.heads:
             if h not in targets.arrays:

@@ -489,7 +489,8 @@ PRESETS: dict[str, Recipe] = {
     "default": Recipe(),
     "tiny": Recipe(steps=40, batch_size=16, warmup=5, lr=3e-3, n_train=64, n_heldout=16, prefix_length=4,
                    vocab_size=600, lm_cfg=dict(TINY_LM_CFG), max_caption_tokens=32),
-    # the shipped nsd-sim-1.0 captioner: trained on one GPU (a --minutes budget fits the steps)
+    # nsd-sim on one GPU: more scenes and larger batches (a --minutes budget fits the steps; not yet
+    # run on a GPU)
     "gpu": Recipe(steps=20000, batch_size=256, warmup=300, n_train=60000),
     "gpt2": Recipe(steps=50000, batch_size=40, lr=2e-5, warmup=5000, prefix_length=10, mapper="transformer",
                    mapper_layers=8, train_lm=False, weight_decay=0.0, eval_beams=5),

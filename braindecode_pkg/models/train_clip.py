@@ -105,8 +105,9 @@ class Recipe:
 PRESETS: dict = {
     "default": (Recipe(), SIM_MODEL_CFG),
     "tiny": (Recipe(steps=25, batch_size=32, lr=3e-3, warmup=3, n_train=96, n_heldout=40), TINY_MODEL_CFG),
-    # the shipped nsd-sim-1.0 CLIP: the default architecture trained on one GPU with shape twins
-    # (batch 512, half of it twin pairs); a --minutes budget fits the steps to the GPU's speed
+    # the default architecture on one GPU with shape twins (batch 512, half of it twin pairs), the
+    # lever for issue 3's shape ceiling; a --minutes budget fits the steps to the GPU's speed (not
+    # yet run on a GPU: the shipped weights are the default recipe's)
     "gpu": (Recipe(steps=30000, batch_size=512, lr=2e-3, warmup=500, n_train=100000, twin_fraction=0.5,
                    n_heldout=4000, eval_every=2000), SIM_MODEL_CFG),
 }
@@ -438,7 +439,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
         n, k = recipe.n_train, recipe.n_captions
         n_twin = int(round(recipe.batch_size * recipe.twin_fraction / 2))  # twin pairs per batch
         if not 0 <= n_twin <= recipe.batch_size // 2:
-            raise ValueError(f"twin_fraction {recipe.twin_fraction}: expected a value in [0, 1]")
+            raise InputError(f"twin_fraction {recipe.twin_fraction}: expected a value in [0, 1]")
         batch = [_Batches(train_set, tok, ctx, k, device)]
         if n_twin:
             twins = scene_set(seed, _P_TRAIN, n, k, enc, cache_dir, workers, progress, twin_purpose=_P_TWIN)

@@ -242,6 +242,12 @@ def test_adapt_and_scratch(toy, tmp_path):
     for k, v in pre.items():
         torch.testing.assert_close(ad[k], v, rtol=0, atol=0, msg=k)
     assert "adapters.subj05.linear.weight" in ad and ad["adapters.subj05.linear.weight"].shape == (24, 29)
+    # reproducible: the fresh adapter's initial weights come from the run's seed, not from
+    # whatever the process's global random state holds (it did, and adapt varied run to run)
+    torch.manual_seed(12345)
+    train.run_regime("adapt", prep={5: toy["prep"][5]}, embed=toy["embed"], out_dir=tmp_path / "ad-again",
+                     init=tmp_path / "pre", sessions="first:1", run=frozen, progress=False)
+    _assert_same(_weights(tmp_path / "ad-again"), ad)
     inv = small_run(**{"train.adapter_init": "invert"})
     s = train.run_regime("adapt", prep={5: toy["prep"][5]}, embed=toy["embed"], out_dir=tmp_path / "ad2",
                          init=tmp_path / "pre", sessions="first:1", run=inv, progress=False)
