@@ -1,0 +1,42 @@
+"""benchmarks/bench_targets_memory.py: its embeddings file passes the readers' checks, and both
+training modes run on it (a few rows, two steps)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_targets_memory", REPO / "benchmarks" / "bench_targets_memory.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_both_modes_train_on_the_synthetic_file(bench, tmp_path, monkeypatch, one_thread):
+    from braindecode_pkg.embed import verify_embeddings
+
+    monkeypatch.setenv("BRAINDECODE_HASH_CACHE", str(tmp_path / "hashes"))
+    embed = tmp_path / "clip.h5"
+    bench.write_embed(embed, 70, batch=32)
+    verify_embeddings(embed)  # laid out and checksummed as the embed stage writes
+    import h5py
+
+    with h5py.File(embed, "r") as f:
+        assert f["image_tokens"].shape == (70, *bench.TOKENS) and f["image_tokens"].dtype == np.float16
+        assert len(f["batch_sha256"]) == 3
+    got = {m: bench.worker(str(embed), m, 2, str(tmp_path / m)) for m in ("memory", "mmap")}
+    assert got["memory"]["mapped"] == "ndarray" and got["mmap"]["mapped"] == "memmap"
+    for r in got.values():
+        assert r["steps_per_s"] > 0 and r["anon_mib"] > 0 and r["peak_rss_mib"] >= r["anon_mib"]
+    with pytest.raises(Exception, match="do not match their checksum"):
+        with h5py.File(embed, "r+") as f:
+            f["image_pooled"][40, 0] = 7.0
+        verify_embeddings(embed)
