@@ -136,3 +136,20 @@ def sim_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim2") / "sim"
     sim.simulate(sim.sim_config("tiny", subjects=(1, 2), sessions=1), root)
     return root / "nsd"
+
+
+def _load_benchmark(name: str):
+    """``benchmarks/NAME.py`` imported as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """The loader of benchmark scripts as modules: ``load_benchmark("gpu_check")``."""
+    return _load_benchmark

@@ -3,21 +3,13 @@ training modes run on it (a few rows, two steps)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_targets_memory", REPO / "benchmarks" / "bench_targets_memory.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_benchmark):
+    return load_benchmark("bench_targets_memory")
 
 
 def test_both_modes_train_on_the_synthetic_file(bench, tmp_path, monkeypatch, one_thread):
