@@ -117,6 +117,7 @@ def test_batch_that_does_not_split_over_the_gpus_stops_before_any_job(tmp_path):
     ("resources:\n  pretrian: {gpus: 2}\n", ["pretrian", "Additional properties are not allowed"]),
     ("resources:\n  pretrain: {gpu: 2}\n", ["gpu", "Additional properties are not allowed"]),
     ("resources:\n  pretrain: {gpus: -1}\n", ["-1", "minimum"]),
+    ("brain:\n  ridge_heads: latent\n", ["latent", "does not match"]),  # ridge fits CLIP heads only
 ])
 def test_bad_resources_fail_the_schema(tmp_path, text, words):
     out = _fails(tmp_path, text)
@@ -173,6 +174,7 @@ def test_mindeye2_preset_plans_against_an_nsd_shaped_tree(tmp_path):
         assert f"{ACCEL} 4 " in job["cmd"] and job["resources"]["gpu"] == "4"
     assert {re.search(r"--sessions first:(\d+)", job["cmd"]).group(1) for job in j["adapt"]} == {"1", "40"}
     assert all("accelerate" not in job["cmd"] for rule in ("embed", "infer", "ridge") for job in j[rule])
+    assert all("--heads pooled " in job["cmd"] for job in j["ridge"])  # brain.ridge_heads
     # the training settings are ones the package accepts (a typo would only fail once the job runs)
     import dataclasses
 

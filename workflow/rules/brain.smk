@@ -106,7 +106,7 @@ rule ridge:
         subject=r"\d\d",
     params:
         sessions=lambda wc: "all" if wc.sel == "all" else f"first:{wc.sel[1:]}",
-        heads=CLIP_HEADS,  # ridge maps to the CLIP heads only
+        heads=RIDGE_HEADS,  # ridge maps to CLIP heads only (brain.ridge_heads; default the model's)
         out=lambda wc, output: os.path.dirname(output[0]),
         cli=CLI,
     log:

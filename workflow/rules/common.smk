@@ -138,6 +138,8 @@ EMBED = f"{RESULTS}/embed/clip.h5"
 _HEADS = BRAIN["heads"].split(",")
 WANT_LATENT = "latent" in _HEADS
 CLIP_HEADS = ",".join(h for h in _HEADS if h != "latent") or "available"
+# ridge fits these CLIP heads (default: the brain model's)
+RIDGE_HEADS = BRAIN.get("ridge_heads") or CLIP_HEADS
 LATENT = f"{RESULTS}/embed/latent.h5"
 
 
