@@ -193,7 +193,7 @@ def _read_keyed(path: Path, datasets: dict, ids, kind: str, mmap=False) -> tuple
                 raise InputError(f"{path}: no dataset {name!r} for the {head} head (found {sorted(f.keys())})")
         if mmap == "auto":
             mmap = sum(len(rows) * 4 * int(np.prod(f[n].shape[1:])) for n in datasets.values()) > MMAP_AUTO_BYTES
-        maps = {head: contiguous_memmap(path, name) for head, name in datasets.items()} if mmap else {}
+        maps = {head: contiguous_memmap(f[name]) for head, name in datasets.items()} if mmap else {}
         if maps and all(m is not None for m in maps.values()):
             return all_ids, maps  # every row, looked up by id by the caller
         out = {}

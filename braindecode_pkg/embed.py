@@ -300,23 +300,18 @@ def _all_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
-def contiguous_memmap(path, name: str):
-    """A read-only ``np.memmap`` of dataset ``name`` of HDF5 file ``path`` (None if it is not
-    stored contiguously and unfiltered, e.g. chunked or compressed).
+def contiguous_memmap(dset):
+    """A read-only ``np.memmap`` of the h5py dataset ``dset`` (None if it is not stored
+    contiguously and unfiltered, e.g. chunked or compressed).
 
     The embed stage allocates its datasets contiguously, so the embeddings can be used without
     reading them into memory: the pages are read on first use and shared, through the OS page
     cache, by every process that maps the file (the data-parallel training processes of a node).
     """
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        d = f[name]
-        offset = d.id.get_offset()
-        if d.chunks is not None or offset is None or d.dtype.kind != "f" or not d.dtype.isnative:
-            return None
-        shape, dtype = d.shape, d.dtype
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    offset = dset.id.get_offset()
+    if dset.chunks is not None or offset is None or dset.dtype.kind != "f" or not dset.dtype.isnative:
+        return None
+    return np.memmap(dset.file.filename, dtype=dset.dtype, mode="r", offset=offset, shape=dset.shape)
 
 
 def _rows_digest(rows: dict) -> str:

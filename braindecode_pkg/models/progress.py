@@ -1,4 +1,5 @@
-"""What the nsd-sim trainers share around their step loops: a progress bar and a time budget."""
+"""What the nsd-sim trainers share around their step loops: a progress bar, a time budget, and
+the name of the device they ran on (recorded in their summaries)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,11 @@ def fit_budget(step: int, total: int, t0: float, budget_s: float | None, bar=Non
         bar.total = new
         bar.refresh()
     return new
+
+
+def device_name(device) -> str:
+    """``"cpu"``, or the accelerator's name (``torch.cuda.get_device_name``)."""
+    import torch
+
+    d = torch.device(device)
+    return torch.cuda.get_device_name(d) if d.type == "cuda" else d.type

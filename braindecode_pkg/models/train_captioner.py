@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .progress import fit_budget, step_bar, tick
+from .progress import device_name, fit_budget, step_bar, tick
 
 from ..errors import InputError
 
@@ -460,7 +460,7 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
             "n_train_images": int(n), "n_train_captions": int(n_caps.sum()),
             "torch_version": torch.__version__, "transformers_version": transformers.__version__,
             "tokenizers_version": tokenizers.__version__,
-            "device": str(device) if str(device) == "cpu" else torch.cuda.get_device_name(torch.device(device)),
+            "device": device_name(device),
             "command": command,
         }
         if pairs is None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .progress import fit_budget, step_bar, tick
+from .progress import device_name, fit_budget, step_bar, tick
 
 from ..errors import InputError
 
@@ -295,7 +295,7 @@ def linear_probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
 class _Batches:
     """A scene set's images and caption tokens, served by index (on ``device`` for a GPU)."""
 
-    def __init__(self, scene_set: dict, tok, ctx: int, k: int, device):
+    def __init__(self, scene_set: dict, tok, ctx: int, k: int, device, enc):
         import torch
 
         n = len(scene_set["images"])
@@ -307,6 +307,9 @@ class _Batches:
             self.gpu_images = torch.from_numpy(self.images).to(device)
             self.tokens = self.tokens.to(device)
             self.lengths = self.lengths.to(device)
+        # open_clip's Normalize constants where the images are normalised (once, not per step)
+        self.mean = torch.as_tensor(enc._mean, device=device)[None, :, None, None]
+        self.std = torch.as_tensor(enc._std, device=device)[None, :, None, None]
 
     def pixels(self, enc, idx):
         """The normalised (b, 3, S, S) float images ``idx`` (open_clip's eval transform)."""
@@ -315,9 +318,7 @@ class _Batches:
         if self.on_cpu:
             return enc.to_tensor(self.images[idx])
         x = self.gpu_images[torch.as_tensor(idx, device=self.gpu_images.device)]
-        mean = torch.as_tensor(enc._mean, device=x.device)[None, :, None, None]
-        std = torch.as_tensor(enc._std, device=x.device)[None, :, None, None]
-        return x.permute(0, 3, 1, 2).float().div(255).sub(mean).div(std)
+        return x.permute(0, 3, 1, 2).float().div(255).sub(self.mean).div(self.std)
 
     def text(self, idx, c):
         """Caption tokens (b, ctx) of caption ``c[j]`` of scene ``idx[j]``, cut after the longest."""
@@ -346,13 +347,6 @@ def _cat_tokens(parts):
         return parts[0]
     w = max(p.shape[1] for p in parts)
     return torch.cat([F.pad(p, (0, w - p.shape[1])) for p in parts])
-
-
-def _device_name(device) -> str:
-    import torch
-
-    d = torch.device(device)
-    return torch.cuda.get_device_name(d) if d.type == "cuda" else d.type
 
 
 def _param_groups(model, weight_decay: float):
@@ -440,10 +434,10 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
         n_twin = int(round(recipe.batch_size * recipe.twin_fraction / 2))  # twin pairs per batch
         if not 0 <= n_twin <= recipe.batch_size // 2:
             raise InputError(f"twin_fraction {recipe.twin_fraction}: expected a value in [0, 1]")
-        batch = [_Batches(train_set, tok, ctx, k, device)]
+        batch = [_Batches(train_set, tok, ctx, k, device, enc)]
         if n_twin:
             twins = scene_set(seed, _P_TRAIN, n, k, enc, cache_dir, workers, progress, twin_purpose=_P_TWIN)
-            batch.append(_Batches(twins, tok, ctx, k, device))
+            batch.append(_Batches(twins, tok, ctx, k, device, enc))
         t_data = time.time() - t0
         autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if _accelerated(device)
                     else contextlib.nullcontext())
@@ -525,7 +519,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
             "n_params": int(sum(p.numel() for p in model.parameters())),
             "torch_version": torch.__version__,
             "open_clip_version": open_clip.__version__,
-            "device": _device_name(device),
+            "device": device_name(device),
             "init": init_info,
             "command": command,
             "train_stream": [int(seed), _P_TRAIN], "heldout_stream": [int(seed), _P_HELDOUT],

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .progress import fit_budget, step_bar, tick
+from .progress import device_name, fit_budget, step_bar, tick
 
 #: the nsd-sim decoder's VAE (``AutoencoderKL`` kwargs): 32 px -> 16x16x4 latents
 VAE_CFG: dict = {
@@ -654,7 +654,7 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
                         "total": round(time.time() - t_start, 1)},
             "threads": recipe.threads,
             "device": str(device),
-            **({} if torch.device(device).type != "cuda" else {"device_name": torch.cuda.get_device_name(device)}),
+            **({} if torch.device(device).type != "cuda" else {"device_name": device_name(device)}),
             "n_params": n_params,
             "torch_version": torch.__version__, "diffusers_version": diffusers.__version__,
             "command": command,

@@ -164,8 +164,8 @@ def test_float16_storage_and_verification_before_use(world, tmp_path, monkeypatc
         n_rows, tok_bytes = len(a["nsd_id"]), a["image_tokens"].id.get_storage_size()
     assert tok_bytes == 2 * h5py.File(outs["float16"], "r")["image_tokens"].id.get_storage_size()
     # the memory map sees the same values as h5py
-    m = emb.contiguous_memmap(outs["float16"], "image_tokens")
     with h5py.File(outs["float16"], "r") as b:
+        m = emb.contiguous_memmap(b["image_tokens"])
         np.testing.assert_array_equal(m, b["image_tokens"][:])
     # verified once per file (remembered by stat), then trusted
     calls = []

@@ -96,8 +96,8 @@ def test_twin_batches_train_and_the_gpu_batch_path_matches_the_cpu_one(tmp_path)
     assert (twins["images"] != base["images"]).any() and twins["captions"] != base["captions"]
     # the GPU path (uint8 images and tokens resident, normalised per batch) computes the same batches
     tok = enc.tokenizer
-    cpu = train_clip._Batches(twins, lambda t, context_length: tok(t), 32, 5, "cpu")
-    gpu = train_clip._Batches(twins, lambda t, context_length: tok(t), 32, 5, "cpu")
+    cpu = train_clip._Batches(twins, lambda t, context_length: tok(t), 32, 5, "cpu", enc)
+    gpu = train_clip._Batches(twins, lambda t, context_length: tok(t), 32, 5, "cpu", enc)
     gpu.on_cpu, gpu.gpu_images = False, torch.from_numpy(twins["images"])
     idx, c = np.array([3, 0, 7]), np.array([4, 1, 0])
     torch.testing.assert_close(gpu.pixels(enc, idx), cpu.pixels(enc, idx), rtol=0, atol=1e-6)
