@@ -234,12 +234,39 @@ def load_targets(embed, *, heads=("pooled", "tokens"), latent=None, ids=None, mm
     nid, arrays = _read_keyed(embed, {h: EMBED_HEADS[h] for h in heads}, ids, "embeddings", mmap=mmap)
     source = {h: str(embed) for h in heads}
     if latent is not None:
-        lid, lat = _read_keyed(Path(latent), {"latent": "latent"}, nid, "latent")
-        if lat["latent"].ndim != 4:
-            raise InputError(f"{latent}: latent has shape {lat['latent'].shape}; expected (n, c, h, w)")
-        arrays.update(lat)
+        arrays["latent"] = _latent_targets(Path(latent), nid, mapped=any(isinstance(a, np.memmap)
+                                                                        for a in arrays.values()))
         source["latent"] = str(latent)
     return Targets(nid, arrays, source)
+
+
+def _latent_targets(path: Path, nid: np.ndarray, *, mapped: bool) -> np.ndarray:
+    """The latent rows of the images ``nid``. When the CLIP targets are memory-mapped (``mapped``:
+    ``nid`` is then every image of the embed file) and the latent file holds exactly those images,
+    it is mapped too, after a finiteness check remembered per file (one read, in blocks); otherwise
+    the rows are read into a float32 array."""
+    lid, lat = _read_keyed(path, {"latent": "latent"}, nid, "latent", mmap=mapped)
+    arr = lat["latent"]
+    if isinstance(arr, np.memmap) and not np.array_equal(lid, nid):
+        lid, lat = _read_keyed(path, {"latent": "latent"}, nid, "latent", mmap=False)
+        arr = lat["latent"]
+    if arr.ndim != 4:
+        raise InputError(f"{path}: latent has shape {arr.shape}; expected (n, c, h, w)")
+    if isinstance(arr, np.memmap):
+        from .io import default_hash_cache, remembered_by_stat
+
+        remembered_by_stat(path, default_hash_cache(), "latent-finite", lambda p: _check_finite_blocks(p, arr))
+    return arr
+
+
+def _check_finite_blocks(path: Path, arr: np.ndarray, block_bytes: int = 256 << 20) -> str:
+    from .embed import all_finite
+
+    step = max(1, block_bytes // max(1, arr[:1].nbytes))
+    for a in range(0, len(arr), step):
+        if not all_finite(arr[a:a + step]):
+            raise InputError(f"{path}: latent contains NaN or inf (rows {a}..{min(len(arr), a + step) - 1})")
+    return "finite"
 
 
 def test_groups(trials: SubjectTrials) -> tuple[np.ndarray, list[np.ndarray]]:

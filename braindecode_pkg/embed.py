@@ -289,12 +289,12 @@ def _verify_embeddings(path: Path) -> str:
                 raise InputError(f"{path}: rows {a}..{min(n, a + bs) - 1} do not match their checksum "
                                  "(altered on disk); run the embed stage again")
             for x in ("image_pooled", "image_tokens"):
-                if x in rows and not _all_finite(rows[x]):
+                if x in rows and not all_finite(rows[x]):
                     raise InputError(f"{path}: {x} contains NaN or inf (rows {a}..{min(n, a + bs) - 1})")
     return hashlib.sha256(want.tobytes()).hexdigest()
 
 
-def _all_finite(a: np.ndarray) -> bool:
+def all_finite(a: np.ndarray) -> bool:
     if a.dtype == np.float16:  # an exponent of all ones is inf or NaN (2x faster than isfinite)
         return bool(((a.view(np.uint16) & 0x7C00) != 0x7C00).all())
     return bool(np.isfinite(a).all())

@@ -394,3 +394,34 @@ def test_memory_mapped_float16_targets_train_on_host_as_in_memory(toy, tmp_path)
     _assert_same(weights["host"], weights["device"])
     with pytest.raises(InputError, match="targets_on 'gpu'"):
         small_run(**{"train.targets_on": "gpu"}).training()
+
+
+def test_latent_targets_are_mapped_with_mapped_embeddings(toy, tmp_path, monkeypatch):
+    """With memory-mapped CLIP targets, a latent file of the same images is mapped too (after a
+    finiteness check remembered per file); one of other images is read into memory, row-aligned."""
+    monkeypatch.setenv("BRAINDECODE_HASH_CACHE", str(tmp_path / "hashes"))
+    ids = load_subject(toy["prep"][1], split="train").nsd_id
+    mm = load_targets(toy["embed"], heads=("pooled",), latent=toy["latent"], ids=ids, mmap=True)
+    mem = load_targets(toy["embed"], heads=("pooled",), latent=toy["latent"], ids=ids, mmap=False)
+    assert isinstance(mm.arrays["latent"], np.memmap) and mm.arrays["latent"].shape[1:] == LAT
+    assert isinstance(mem.arrays["latent"], np.ndarray) and not isinstance(mem.arrays["latent"], np.memmap)
+    np.testing.assert_array_equal(mm.arrays["latent"][mm.rows(ids)], mem.arrays["latent"][mem.rows(ids)])
+    assert list((tmp_path / "hashes").glob("*.latent-finite.json"))  # remembered: checked once per file
+    # a latent file holding more images than the embed file: its rows for the embed file's images
+    with h5py.File(toy["latent"], "r") as f:
+        lid, lat = f["nsd_id"][:], f["latent"][:]
+    extra = tmp_path / "latent_more.h5"
+    with h5py.File(extra, "w") as f:
+        f["nsd_id"] = np.concatenate([lid, [lid.max() + 1]])
+        f["latent"] = np.concatenate([lat, np.full((1, *LAT), 5.0, np.float32)])
+    more = load_targets(toy["embed"], heads=("pooled",), latent=extra, ids=ids, mmap=True)
+    assert not isinstance(more.arrays["latent"], np.memmap) and len(more.arrays["latent"]) == len(more.nsd_id)
+    np.testing.assert_array_equal(more.arrays["latent"], mm.arrays["latent"])
+    # a NaN in a mapped latent file is refused, naming the file and the rows
+    bad = tmp_path / "latent_nan.h5"
+    lat[7, 1, 2, 3] = np.nan
+    with h5py.File(bad, "w") as f:
+        f["nsd_id"] = lid
+        f["latent"] = lat
+    with pytest.raises(InputError, match=r"latent_nan\.h5: latent contains NaN or inf \(rows 0\.\."):
+        load_targets(toy["embed"], heads=("pooled",), latent=bad, ids=ids, mmap=True)
