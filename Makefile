@@ -8,7 +8,7 @@ CORES ?= 2
 CONFIG ?=
 SNAKEMAKE_ARGS ?=
 
-.PHONY: setup run test test-all lint bench bench-ceilings sim-weights sim-weights-gpu
+.PHONY: setup run test test-all lint bench bench-brain bench-ceilings sim-weights sim-weights-gpu
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_preprocess.py
+
+# issue 4's targets on the nsd-sim default, with the data curve and the noise-free ceiling (~46 min on 2 cores)
+bench-brain: setup
+	$(BIN)/python benchmarks/bench_brain.py --pretrain-curve 1,2,4
 
 # issue 3's ceilings of the shipped nsd-sim models (CLIP retrieval, images and captions from true embeddings)
 bench-ceilings: setup

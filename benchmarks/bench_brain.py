@@ -2,8 +2,10 @@
 
 One run, on the nsd-sim ``default`` preset (4 subjects × 6 sessions, ~1,700–2,000 voxels, 300
 shared test images): subjects 1–3 are the training subjects, subject 4 the held-out one.
+``--sessions N`` simulates the same world with N sessions per subject instead (NSD has 30–40).
 
     python benchmarks/bench_brain.py [--work DIR] [--clip sim|proxy|CONFIG] [--ks 1,2,4] [--threads 2]
+                                     [--sessions N] [--pretrain-curve 1,2,4]
 
 Steps (each output kept in ``--work`` and reused by a later run with the same settings):
   data        simulate → preprocess (z-scored, and PSC for the oracle) → CLIP targets
@@ -11,6 +13,8 @@ Steps (each output kept in ``--work`` and reused by a later run with the same se
   ridge       per subject, leave-one-image-out penalty: subjects 1–3 on all sessions, subject 4
               on its first K sessions
   pretrain    subjects 1–3 together, all their training sessions
+  data curve  ridge and pretrain on the training subjects' first K sessions only, for each K of
+              --pretrain-curve: how the pretrained/ridge ratio grows with the data per subject
   adapt       subject 4, first K sessions, from the pretrained model with a fresh adapter
   scratch     subject 4, same data, random init, same recipe
   throughput  CPU training samples/s of this encoder vs a MindEye2-style BrainNetwork (per-subject
@@ -63,7 +67,7 @@ def log(msg):
 
 
 # ----------------------------------------------------------------------------------- data
-def ensure_data(work: Path, clip: str, sim_clip: str | None) -> dict:
+def ensure_data(work: Path, clip: str, sim_clip: str | None, sessions: int | None = None) -> dict:
     from braindecode_pkg.data import sim
     from braindecode_pkg.preprocess import preprocess
 
@@ -71,8 +75,9 @@ def ensure_data(work: Path, clip: str, sim_clip: str | None) -> dict:
     simdir = work / "sim"
     t0 = time.perf_counter()
     if not (simdir / "sim_truth" / "manifest.json").is_file():
-        log("simulate default preset")
-        sim.simulate(sim.sim_config("default"), simdir)
+        over = {} if sessions is None else {"sessions": sessions, "formats": ("hdf5",)}
+        log(f"simulate default preset {over or ''}")
+        sim.simulate(sim.sim_config("default", **over), simdir)
     t["simulate"] = time.perf_counter() - t0
     nsd = simdir / "nsd"
     t0 = time.perf_counter()
@@ -276,7 +281,12 @@ def throughput(n_voxels: int, threads: int, batch: int = 128, seconds: float = 8
 # ------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", default=str(REPO / "results" / "bench-brain"), help="working folder (reused)")
+    ap.add_argument("--work", default=None,
+                    help="working folder (reused; default results/bench-brain, or results/bench-brain-sN)")
+    ap.add_argument("--sessions", type=int, default=None,
+                    help="sessions per simulated subject (default: the preset's 6)")
+    ap.add_argument("--pretrain-curve", default="",
+                    help="also pretrain and fit ridge on the training subjects' first K sessions, e.g. 1,2,4")
     ap.add_argument("--clip", default="auto", help="sim | proxy | a CLIP config for the embed stage (default: auto)")
     ap.add_argument("--sim-clip", default=None, help="folder of a trained nsd-sim CLIP (instead of the shipped one)")
     ap.add_argument("--ks", default="1,2,4", help="sessions of the held-out subject (default 1,2,4)")
@@ -292,12 +302,15 @@ def main(argv=None) -> int:
     from braindecode_pkg.evaluate.oracle import oracle_retrieval
 
     torch.set_num_threads(args.threads)
-    work = Path(args.work)
+    name = "bench-brain" if args.sessions is None else f"bench-brain-s{args.sessions}"
+    work = Path(args.work or REPO / "results" / name)
     t_all = time.perf_counter()
     ks = [int(k) for k in args.ks.split(",") if k]
-    d = ensure_data(work, args.clip, args.sim_clip)
+    curve = [int(k) for k in args.pretrain_curve.split(",") if k]
+    d = ensure_data(work, args.clip, args.sim_clip, args.sessions)
     embed, prep = d["embed"], d["prep"]
-    res: dict = {"clip": d["clip"], "seconds": dict(d["seconds"]), "retrieval": {}, "oracle": {}}
+    res: dict = {"clip": d["clip"], "sessions": args.sessions or 6, "seconds": dict(d["seconds"]),
+                 "retrieval": {}, "oracle": {}, "pretrain_curve": curve}
     sec = res["seconds"]
 
     def emb_path(method, s):
@@ -345,6 +358,23 @@ def main(argv=None) -> int:
         evaluate("pretrain", pre, s)
     sec["pretrain"] = time.perf_counter() - t0
     log("pretrain done")
+
+    # ---- data curve: the training subjects' first K sessions only (same recipe, same epochs)
+    t0 = time.perf_counter()
+    for k in curve:
+        for s in TRAIN_SUBJECTS:
+            m = models / f"ridge-first{k}-subj{s:02d}"
+            ridge.fit_ridge_regime(prep[s], s, embed, m, sessions=f"first:{k}", heads=["pooled"])
+            evaluate(f"ridge-first{k}", m, s)
+        m = models / f"pretrain-first{k}"
+        train.run_regime("pretrain", prep={s: prep[s] for s in TRAIN_SUBJECTS}, embed=embed, out_dir=m,
+                         sessions=f"first:{k}", heads=["pooled"], run=run_config(PRETRAIN, args.threads),
+                         progress=False, resume=False)
+        for s in TRAIN_SUBJECTS:
+            evaluate(f"pretrain-first{k}", m, s)
+        log(f"data curve K={k} done")
+    if curve:
+        sec["data_curve"] = time.perf_counter() - t0
 
     # ---- adapt and scratch, K sessions
     for k in ks:
@@ -401,7 +431,8 @@ def report(res: dict, ks) -> None:
         o = O[f"subj{s:02d}"]["b2i"]
         return b2i(method, s) / o if o else float("nan")
 
-    print(f"\nnsd-sim default, CLIP targets: {res['clip']}; top-1 among 300 (30 draws), test protocol avg_betas")
+    print(f"\nnsd-sim default, {res['sessions']} sessions per subject, CLIP targets: {res['clip']}; "
+          "top-1 among 300 (30 draws), test protocol avg_betas")
     print(f"{'method':<14}{'subject':<9}{'brain->image':>13}{'image->brain':>13}{'avg_outputs':>12}{'/ oracle':>10}")
     for key, r in R.items():
         method, subj = key.split("/")
@@ -429,6 +460,13 @@ def report(res: dict, ks) -> None:
     print(f"  pretrained >= 2 x ridge    : {pre:.3f} vs {rid:.3f} (mean of subjects {TRAIN_SUBJECTS}) -> "
           f"{pre / max(rid, 1e-9):.2f}x {'PASS' if pre >= 2 * rid else 'FAIL'}")
     print(f"  (300 test images: one accuracy's binomial s.e. is about {np.sqrt(0.25 / 300):.3f} at 50 %)")
+    if res["pretrain_curve"]:
+        print(f"\ndata curve: subjects {TRAIN_SUBJECTS}' first K sessions (mean brain->image top-1)")
+        print(f"{'K':<6}{'pretrained':>12}{'ridge':>10}{'pretrained/ridge':>18}")
+        for k in [*res["pretrain_curve"], res["sessions"]]:
+            m = ("pretrain", "ridge-all") if k == res["sessions"] else (f"pretrain-first{k}", f"ridge-first{k}")
+            p, r = (np.mean([b2i(x, s) for s in TRAIN_SUBJECTS]) for x in m)
+            print(f"{k:<6}{p:>12.3f}{r:>10.3f}{p / max(r, 1e-9):>18.2f}")
     if "pretrain-mu/subj01" in R:
         pm = np.mean([b2i("pretrain-mu", s) for s in TRAIN_SUBJECTS])
         rm = np.mean([b2i("ridge-mu", s) for s in TRAIN_SUBJECTS])
