@@ -302,6 +302,7 @@ class _Batches:
         self.tokens = tok([c for caps in scene_set["captions"] for c in caps], context_length=ctx).reshape(n, k, ctx)
         self.lengths = (self.tokens != 0).sum(-1)
         self.images = scene_set["images"]
+        self.enc = enc
         self.on_cpu = not _accelerated(device)
         if not self.on_cpu:  # uint8 on the GPU (n * S * S * 3 bytes); normalised per batch there
             self.gpu_images = torch.from_numpy(self.images).to(device)
@@ -311,12 +312,12 @@ class _Batches:
         self.mean = torch.as_tensor(enc._mean, device=device)[None, :, None, None]
         self.std = torch.as_tensor(enc._std, device=device)[None, :, None, None]
 
-    def pixels(self, enc, idx):
+    def pixels(self, idx):
         """The normalised (b, 3, S, S) float images ``idx`` (open_clip's eval transform)."""
         import torch
 
         if self.on_cpu:
-            return enc.to_tensor(self.images[idx])
+            return self.enc.to_tensor(self.images[idx])
         x = self.gpu_images[torch.as_tensor(idx, device=self.gpu_images.device)]
         return x.permute(0, 3, 1, 2).float().div(255).sub(self.mean).div(self.std)
 
@@ -469,7 +470,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
             for g in opt.param_groups:
                 g["lr"] = _lr_at(step, recipe, total)
             with autocast:
-                x = torch.cat([b.pixels(enc, i) for b, i, _ in parts]) if n_twin else batch[0].pixels(enc, idx)
+                x = torch.cat([b.pixels(i) for b, i, _ in parts]) if n_twin else batch[0].pixels(idx)
                 img = F.normalize(model.encode_image(x).float(), dim=-1)
                 scale = model.logit_scale.exp()
                 loss = 0.0
