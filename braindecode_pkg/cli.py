@@ -79,6 +79,7 @@ def _cmd_train_clip(args) -> int:
     recipe, model_cfg = train_clip.PRESETS[args.preset]
     fields = {"steps": args.steps, "threads": args.threads, "batch_size": args.batch_size,
               "eval_every": args.eval_every, "twin_fraction": args.twin_fraction, "lr": args.lr,
+              "attr_weight": args.attr_weight,
               "n_heldout": args.n_heldout}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in fields.items() if v is not None})
     if args.vision_width is not None:
@@ -367,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     s.add_argument("--twin-fraction", type=float, default=None,
                    help="fraction of each batch that is scene/shape-twin pairs (default: the recipe's)")
+    s.add_argument("--attr-weight", type=float, default=None,
+                   help="weight of the auxiliary (shape, colour) loss on the image embedding (default: the recipe's)")
     s.add_argument("--vision-width", type=int, default=None, help="image tower width (default: the architecture's)")
     s.add_argument("--init", default=None, help="open_clip local-dir of the same architecture to fine-tune (e.g. 'sim')")
     s.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")

@@ -50,7 +50,7 @@ TINY_MODEL_CFG: dict = {
 }
 
 # random-stream purposes (never renumber: it changes every output)
-_P_TRAIN, _P_HELDOUT, _P_STEPS, _P_INIT, _P_TWIN, _P_TWIN_STEPS = 1, 2, 3, 4, 5, 6
+_P_TRAIN, _P_HELDOUT, _P_STEPS, _P_INIT, _P_TWIN, _P_TWIN_STEPS, _P_ATTR_HEAD = 1, 2, 3, 4, 5, 6, 7
 
 
 def register_arch(name: str, model_cfg: dict) -> None:
@@ -94,6 +94,12 @@ class Recipe:
     # scene with only the shapes changed, :func:`.scenes.shape_twins`, with its own captions):
     # hard negatives that only shape tells apart
     twin_fraction: float = 0.0
+    # >0: weight of an auxiliary loss on the image embedding: a linear head (discarded after
+    # training) predicts which (shape, colour) pairs the scene holds (:func:`object_pairs`; a
+    # softmax over the pairs against the scene's pairs spread evenly, the multi-label softmax of
+    # Mahajan et al. 2018), so that the embedding must carry every object's shape bound to its
+    # colour, which the contrastive loss alone leaves weak (issue 3's caption ceiling)
+    attr_weight: float = 0.0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -237,6 +243,24 @@ def scene_set(seed: int, purpose: int, n: int, n_captions: int, encoder, cache_d
     return {"images": images, "captions": caps, "attrs": attrs}
 
 
+def object_pairs(attrs: dict) -> np.ndarray:
+    """(n, len(SHAPES) * len(COLOURS)) float32: 1 where the scene holds an object of that shape and colour.
+
+    Column ``shape * len(COLOURS) + colour``; an absent second object adds nothing, and two
+    objects of the same shape and colour give one 1. Order-free, so no object numbering leaks in.
+    """
+    from ..data import scenes as sc
+
+    n = len(attrs["background"])
+    out = np.zeros((n, len(sc.SHAPES) * len(sc.COLOURS)), np.float32)
+    for k in (1, 2):
+        shape = np.asarray(attrs[f"shape{k}"], np.int64)
+        colour = np.asarray(attrs[f"colour{k}"], np.int64)
+        present = shape >= 0
+        out[np.flatnonzero(present), shape[present] * len(sc.COLOURS) + colour[present]] = 1.0
+    return out
+
+
 # ---------------------------------------------------------------------------------- metrics
 def retrieval_top1(a: np.ndarray, b: np.ndarray, n_candidates: int = 300, n_draws: int = 30,
                    seed: int = 0) -> float:
@@ -276,6 +300,10 @@ def evaluate(encoder, heldout: dict, n_candidates: int = 300, n_draws: int = 30,
     one = heldout["attrs"]["n_objects"] == 1
     if one.sum() >= 100:
         out["shape_probe_one_object"] = linear_probe(pooled[one], heldout["attrs"]["shape1"][one])
+    if (~one).sum() >= 100:  # the larger object's shape when the vector must hold two
+        a = heldout["attrs"]
+        larger = np.where(a["radius1"] >= a["radius2"], a["shape1"], a["shape2"])
+        out["shape_probe_two_objects"] = linear_probe(pooled[~one], larger[~one])
     return out
 
 
@@ -302,12 +330,14 @@ class _Batches:
         self.tokens = tok([c for caps in scene_set["captions"] for c in caps], context_length=ctx).reshape(n, k, ctx)
         self.lengths = (self.tokens != 0).sum(-1)
         self.images = scene_set["images"]
+        self.pairs = torch.from_numpy(object_pairs(scene_set["attrs"]))
         self.enc = enc
         self.on_cpu = not _accelerated(device)
         if not self.on_cpu:  # uint8 on the GPU (n * S * S * 3 bytes); normalised per batch there
             self.gpu_images = torch.from_numpy(self.images).to(device)
             self.tokens = self.tokens.to(device)
             self.lengths = self.lengths.to(device)
+            self.pairs = self.pairs.to(device)
         # open_clip's Normalize constants where the images are normalised (once, not per step)
         self.mean = torch.as_tensor(enc._mean, device=device)[None, :, None, None]
         self.std = torch.as_tensor(enc._std, device=device)[None, :, None, None]
@@ -320,6 +350,12 @@ class _Batches:
             return self.enc.to_tensor(self.images[idx])
         x = self.gpu_images[torch.as_tensor(idx, device=self.gpu_images.device)]
         return x.permute(0, 3, 1, 2).float().div(255).sub(self.mean).div(self.std)
+
+    def object_pairs(self, idx):
+        """(b, n_pairs) targets of the auxiliary loss (:func:`object_pairs`) of scenes ``idx``."""
+        import torch
+
+        return self.pairs[torch.as_tensor(idx, device=self.pairs.device)]
 
     def text(self, idx, c):
         """Caption tokens (b, ctx) of caption ``c[j]`` of scene ``idx[j]``, cut after the longest."""
@@ -359,6 +395,17 @@ def _param_groups(model, weight_decay: float):
                    or "embedding" in name or "token" in name)
         (no_decay if exclude else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _attr_head(embed_dim: int, seed: int):
+    """The auxiliary loss's linear head, seeded on its own stream (the global RNG is left as it was)."""
+    import torch
+
+    from ..data import scenes as sc
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence([seed, _P_ATTR_HEAD]).generate_state(1)[0]))
+        return torch.nn.Linear(embed_dim, len(sc.SHAPES) * len(sc.COLOURS))
 
 
 def _lr_at(step: int, recipe: Recipe, total: int) -> float:
@@ -448,6 +495,10 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
         opt = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr,
                                 betas=tuple(recipe.betas), eps=1e-6)
         loss_fn = ClipLoss()
+        head = None
+        if recipe.attr_weight:
+            head = _attr_head(model_cfg["embed_dim"], seed).to(device)
+            opt.add_param_group({"params": list(head.parameters()), "weight_decay": 0.0})
         total = int(recipe.steps)
         order = np.empty(0, np.int64)
         losses = []
@@ -480,6 +531,11 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
                     txt = F.normalize(model.encode_text(t).float(), dim=-1)
                     loss = loss + loss_fn(img, txt, scale)
                 loss = loss / recipe.captions_per_step
+                if head is not None:  # the embedding is scaled to unit variance per coordinate
+                    y = torch.cat([b.object_pairs(i) for b, i, _ in parts])
+                    logits = head(img * math.sqrt(img.shape[1])).float()
+                    y = y / y.sum(1, keepdim=True)
+                    loss = loss + recipe.attr_weight * -(y * F.log_softmax(logits, dim=1)).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -497,6 +553,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
                 curve.append({"step": step, "seconds": round(time.time() - t_train - t_eval, 1),
                               "image_to_caption_top1": round(m["image_to_caption_top1"], 4),
                               "shape_probe_one_object": round(m.get("shape_probe_one_object", math.nan), 4),
+                              "shape_probe_two_objects": round(m.get("shape_probe_two_objects", math.nan), 4),
                               "loss": round(float(np.mean(losses[-50:])), 4)})
                 log(json.dumps(curve[-1]))
             tick(bar, losses)
