@@ -77,6 +77,11 @@ def _cmd_train_clip(args) -> int:
     from .models import train_clip
 
     recipe, model_cfg = train_clip.PRESETS[args.preset]
+    if args.preset in train_clip.FINETUNE_PRESETS and args.init is None:
+        from .errors import InputError
+
+        raise InputError(f"--preset {args.preset} fine-tunes a CLIP: give the one to start from with --init "
+                         f"(e.g. one trained with --preset {args.preset.removesuffix('-attr')})")
     fields = {"steps": args.steps, "threads": args.threads, "batch_size": args.batch_size,
               "eval_every": args.eval_every, "twin_fraction": args.twin_fraction, "lr": args.lr,
               "attr_weight": args.attr_weight,
@@ -361,8 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train-clip", help="train nsd-sim's own CLIP (open_clip) on procedural scenes and captions")
     s.add_argument("--out", required=True, help="output folder (open_clip local-dir: open_clip_config.json + safetensors)")
-    s.add_argument("--preset", default="default", choices=["default", "tiny", "gpu"],
-                   help="recipe and architecture (tiny: seconds; gpu: the shipped CLIP's, for one GPU)")
+    s.add_argument("--preset", default="default", choices=["default", "default-attr", "tiny", "tiny-attr", "gpu"],
+                   help="recipe and architecture (tiny: seconds; X-attr: fine-tune a CLIP of preset X, given "
+                        "with --init, with the auxiliary shape loss; gpu: for one GPU)")
     s.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the recipe's)")
     s.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     s.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")

@@ -147,3 +147,29 @@ def test_attr_loss_trains_its_head_and_leaves_the_clip_init_and_data_order_alone
     extra = s["losses"][0] - base["losses"][0]
     assert abs(extra - np.log(64)) < 0.6
     assert np.isfinite(s["losses"]).all() and "shape_probe_two_objects" not in s["heldout"]  # 40 held-out scenes
+
+
+def test_cli_finetune_preset_needs_init(tmp_path, capsys):
+    rc = cli.main(["train-clip", "--preset", "default-attr", "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--preset default-attr fine-tunes a CLIP" in err and "--preset default" in err
+    assert not (tmp_path / "c").exists()
+    recipe, cfg = train_clip.PRESETS["default-attr"]
+    assert cfg == train_clip.SIM_MODEL_CFG and recipe.attr_weight == 1.0 and recipe.steps == 1200
+
+
+def test_cli_tiny_attr_finetunes_the_clip_it_is_given(tmp_path):
+    from braindecode_pkg.io import sha256_file
+
+    base = tmp_path / "base"
+    train_clip.train(base, seed=0, recipe=dataclasses.replace(TOY, steps=3, eval_every=0),
+                     model_cfg=train_clip.TINY_MODEL_CFG, cache_dir=tmp_path / "cache", progress=False)
+    out = tmp_path / "attr"
+    assert cli.main(["train-clip", "--preset", "tiny-attr", "--init", str(base), "--out", str(out),
+                     "--cache", str(tmp_path / "cache"), "--quiet"]) == 0
+    rec = json.loads((out / "open_clip_config.json").read_text())["braindecode"]
+    assert rec["recipe"]["attr_weight"] == 1.0 and rec["steps_run"] == train_clip.PRESETS["tiny-attr"][0].steps
+    assert rec["init"]["weights_sha256"] == sha256_file(base / "open_clip_model.safetensors")
+    a = mclip.read_state_dict(base / "open_clip_model.safetensors")
+    b = mclip.read_state_dict(out / "open_clip_model.safetensors")
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)  # the head is not saved
