@@ -135,7 +135,7 @@ def test_object_pairs_marks_each_objects_shape_and_colour():
     assert np.flatnonzero(y[2]).tolist() == [4 * nc + 3]  # two yellow stars: one pair
 
 
-def test_attr_loss_trains_its_head_and_leaves_the_clip_init_and_data_order_alone(tmp_path):
+def test_attr_loss_adds_its_term_and_leaves_the_clip_init_and_data_order_alone(tmp_path):
     recipe = dataclasses.replace(TOY, steps=4, eval_every=0, attr_weight=1.0, twin_fraction=0.5)
     cache = tmp_path / "cache"
     s = train_clip.train(None, seed=1, recipe=recipe, model_cfg=train_clip.TINY_MODEL_CFG, cache_dir=cache, progress=False)
