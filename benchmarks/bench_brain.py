@@ -309,7 +309,10 @@ def main(argv=None) -> int:
     curve = [int(k) for k in args.pretrain_curve.split(",") if k]
     d = ensure_data(work, args.clip, args.sim_clip, args.sessions)
     embed, prep = d["embed"], d["prep"]
-    res: dict = {"clip": d["clip"], "sessions": args.sessions or 6, "seconds": dict(d["seconds"]),
+    from braindecode_pkg.data import sim
+
+    n_sessions = args.sessions or sim.sim_config("default").n_sessions(TRAIN_SUBJECTS[0])
+    res: dict = {"clip": d["clip"], "sessions": n_sessions, "seconds": dict(d["seconds"]),
                  "retrieval": {}, "oracle": {}, "pretrain_curve": curve}
     sec = res["seconds"]
 

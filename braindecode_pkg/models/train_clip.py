@@ -334,21 +334,22 @@ def linear_probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
 class _Batches:
     """A scene set's images and caption tokens, served by index (on ``device`` for a GPU)."""
 
-    def __init__(self, scene_set: dict, tok, ctx: int, k: int, device, enc):
+    def __init__(self, scene_set: dict, tok, ctx: int, k: int, device, enc, pairs: bool = False):
         import torch
 
         n = len(scene_set["images"])
         self.tokens = tok([c for caps in scene_set["captions"] for c in caps], context_length=ctx).reshape(n, k, ctx)
         self.lengths = (self.tokens != 0).sum(-1)
         self.images = scene_set["images"]
-        self.pairs = torch.from_numpy(object_pairs(scene_set["attrs"]))
+        # the auxiliary loss's targets, only where it is on
+        self.pairs = torch.from_numpy(object_pairs(scene_set["attrs"])) if pairs else None
         self.enc = enc
         self.on_cpu = not _accelerated(device)
         if not self.on_cpu:  # uint8 on the GPU (n * S * S * 3 bytes); normalised per batch there
             self.gpu_images = torch.from_numpy(self.images).to(device)
             self.tokens = self.tokens.to(device)
             self.lengths = self.lengths.to(device)
-            self.pairs = self.pairs.to(device)
+            self.pairs = None if self.pairs is None else self.pairs.to(device)
         # open_clip's Normalize constants where the images are normalised (once, not per step)
         self.mean = torch.as_tensor(enc._mean, device=device)[None, :, None, None]
         self.std = torch.as_tensor(enc._std, device=device)[None, :, None, None]
@@ -493,10 +494,11 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
         n_twin = int(round(recipe.batch_size * recipe.twin_fraction / 2))  # twin pairs per batch
         if not 0 <= n_twin <= recipe.batch_size // 2:
             raise InputError(f"twin_fraction {recipe.twin_fraction}: expected a value in [0, 1]")
-        batch = [_Batches(train_set, tok, ctx, k, device, enc)]
+        pairs = bool(recipe.attr_weight)
+        batch = [_Batches(train_set, tok, ctx, k, device, enc, pairs)]
         if n_twin:
             twins = scene_set(seed, _P_TRAIN, n, k, enc, cache_dir, workers, progress, twin_purpose=_P_TWIN)
-            batch.append(_Batches(twins, tok, ctx, k, device, enc))
+            batch.append(_Batches(twins, tok, ctx, k, device, enc, pairs))
         t_data = time.time() - t0
         autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if _accelerated(device)
                     else contextlib.nullcontext())
@@ -507,7 +509,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
                                 betas=tuple(recipe.betas), eps=1e-6)
         loss_fn = ClipLoss()
         head = None
-        if recipe.attr_weight:
+        if pairs:
             head = _attr_head(model_cfg["embed_dim"], seed).to(device)
             opt.add_param_group({"params": list(head.parameters()), "weight_decay": 0.0})
         total = int(recipe.steps)
