@@ -84,7 +84,7 @@ def _cmd_train_clip(args) -> int:
                          f"(e.g. one trained with --preset {args.preset.removesuffix('-attr')})")
     fields = {"steps": args.steps, "threads": args.threads, "batch_size": args.batch_size,
               "eval_every": args.eval_every, "twin_fraction": args.twin_fraction, "lr": args.lr,
-              "attr_weight": args.attr_weight,
+              "attr_weight": args.attr_weight, "attr_size": args.attr_size or None,
               "n_heldout": args.n_heldout}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in fields.items() if v is not None})
     if args.vision_width is not None:
@@ -154,13 +154,14 @@ def _cmd_train_image_decoder(args) -> int:
     from .models import train_image_decoder as tid
 
     recipe, vae_cfg, unet_cfg = tid.PRESETS[args.preset]
-    fields = {"steps": args.steps, "vae_steps": args.vae_steps, "threads": args.threads, "batch_size": args.batch_size}
+    fields = {"steps": args.steps, "vae_steps": args.vae_steps, "threads": args.threads, "batch_size": args.batch_size,
+              "lr": args.lr, "guidance_scale": args.guidance}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in fields.items() if v is not None})
     command = "braindecode-pkg " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     summary = tid.train(
         args.out, clip=args.clip, sim_clip_dir=args.sim_clip, seed=args.seed, recipe=recipe, vae_cfg=vae_cfg,
         unet_cfg=unet_cfg, minutes=args.minutes, cache_dir=False if args.cache == "" else args.cache,
-        progress=not args.quiet, command=command, device=args.device, workers=args.workers,
+        progress=not args.quiet, command=command, device=args.device, workers=args.workers, init=args.init,
     )
     h = summary["heldout"]
     print(f"{args.out}: VAE {summary['steps_run']['vae']} + UNet {summary['steps_run']['unet']} steps in "
@@ -376,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of each batch that is scene/shape-twin pairs (default: the recipe's)")
     s.add_argument("--attr-weight", type=float, default=None,
                    help="weight of the auxiliary (shape, colour) loss on the image embedding (default: the recipe's)")
+    s.add_argument("--attr-size", action="store_true",
+                   help="the auxiliary loss's targets are (shape, colour, size) triples (default: the recipe's)")
     s.add_argument("--vision-width", type=int, default=None, help="image tower width (default: the architecture's)")
     s.add_argument("--init", default=None, help="open_clip local-dir of the same architecture to fine-tune (e.g. 'sim')")
     s.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
@@ -452,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vae-steps", type=int, default=None, help="VAE optimisation steps (default: the recipe's)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's)")
     s.add_argument("--batch-size", type=int, default=None, help="UNet images per step (default: the recipe's)")
+    s.add_argument("--lr", type=float, default=None, help="UNet peak learning rate (default: the recipe's)")
+    s.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale recorded as the decoder's default and evaluated (default: the recipe's)")
+    s.add_argument("--init", default=None,
+                   help="image decoder (sim or a pipeline folder) whose VAE and UNet to start from; "
+                        "with --vae-steps 0 its VAE is kept")
     s.add_argument("--cache", default=None,
                    help="folder caching rendered scenes and embeddings ('' disables; default "
                         "~/.cache/braindecode_pkg/sim_image_decoder_data)")

@@ -103,6 +103,8 @@ class Recipe:
     # Mahajan et al. 2018), so that the embedding must carry every object's shape bound to its
     # colour, which the contrastive loss alone leaves weak (issue 3's caption ceiling)
     attr_weight: float = 0.0
+    # the auxiliary targets are (shape, colour, size) triples instead of (shape, colour) pairs
+    attr_size: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -254,21 +256,26 @@ def scene_set(seed: int, purpose: int, n: int, n_captions: int, encoder, cache_d
     return {"images": images, "captions": caps, "attrs": attrs}
 
 
-def object_pairs(attrs: dict) -> np.ndarray:
+def object_pairs(attrs: dict, with_size: bool = False) -> np.ndarray:
     """(n, len(SHAPES) * len(COLOURS)) float32: 1 where the scene holds an object of that shape and colour.
 
     Column ``shape * len(COLOURS) + colour``; an absent second object adds nothing, and two
     objects of the same shape and colour give one 1. Order-free, so no object numbering leaks in.
+    ``with_size``: (shape, colour, size) triples instead, column ``(shape * len(COLOURS) + colour)
+    * len(SIZES) + size``.
     """
     from ..data import scenes as sc
 
     n = len(attrs["background"])
-    out = np.zeros((n, len(sc.SHAPES) * len(sc.COLOURS)), np.float32)
+    n_size = len(sc.SIZES) if with_size else 1
+    out = np.zeros((n, len(sc.SHAPES) * len(sc.COLOURS) * n_size), np.float32)
     for k in (1, 2):
         shape = np.asarray(attrs[f"shape{k}"], np.int64)
         colour = np.asarray(attrs[f"colour{k}"], np.int64)
+        size = np.asarray(attrs[f"size{k}"], np.int64) if with_size else np.zeros_like(shape)
         present = shape >= 0
-        out[np.flatnonzero(present), shape[present] * len(sc.COLOURS) + colour[present]] = 1.0
+        col = (shape * len(sc.COLOURS) + colour) * n_size + size
+        out[np.flatnonzero(present), col[present]] = 1.0
     return out
 
 
@@ -311,6 +318,7 @@ def evaluate(encoder, heldout: dict, n_candidates: int = 300, n_draws: int = 30,
     one = heldout["attrs"]["n_objects"] == 1
     if one.sum() >= 100:
         out["shape_probe_one_object"] = linear_probe(pooled[one], heldout["attrs"]["shape1"][one])
+        out["size_probe_one_object"] = linear_probe(pooled[one], heldout["attrs"]["size1"][one])
     if (~one).sum() >= 100:  # the larger object's shape when the vector must hold two
         a = heldout["attrs"]
         larger = np.where(a["radius1"] >= a["radius2"], a["shape1"], a["shape2"])
@@ -334,7 +342,8 @@ def linear_probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> float:
 class _Batches:
     """A scene set's images and caption tokens, served by index (on ``device`` for a GPU)."""
 
-    def __init__(self, scene_set: dict, tok, ctx: int, k: int, device, enc, pairs: bool = False):
+    def __init__(self, scene_set: dict, tok, ctx: int, k: int, device, enc, pairs: bool = False,
+                 with_size: bool = False):
         import torch
 
         n = len(scene_set["images"])
@@ -342,7 +351,7 @@ class _Batches:
         self.lengths = (self.tokens != 0).sum(-1)
         self.images = scene_set["images"]
         # the auxiliary loss's targets, only where it is on
-        self.pairs = torch.from_numpy(object_pairs(scene_set["attrs"])) if pairs else None
+        self.pairs = torch.from_numpy(object_pairs(scene_set["attrs"], with_size)) if pairs else None
         self.enc = enc
         self.on_cpu = not _accelerated(device)
         if not self.on_cpu:  # uint8 on the GPU (n * S * S * 3 bytes); normalised per batch there
@@ -409,7 +418,7 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _attr_head(embed_dim: int, seed: int):
+def _attr_head(embed_dim: int, seed: int, with_size: bool = False):
     """The auxiliary loss's linear head, seeded on its own stream (the global RNG is left as it was)."""
     import torch
 
@@ -417,7 +426,7 @@ def _attr_head(embed_dim: int, seed: int):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(np.random.SeedSequence([seed, _P_ATTR_HEAD]).generate_state(1)[0]))
-        return torch.nn.Linear(embed_dim, len(sc.SHAPES) * len(sc.COLOURS))
+        return torch.nn.Linear(embed_dim, len(sc.SHAPES) * len(sc.COLOURS) * (len(sc.SIZES) if with_size else 1))
 
 
 def _lr_at(step: int, recipe: Recipe, total: int) -> float:
@@ -495,10 +504,10 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
         if not 0 <= n_twin <= recipe.batch_size // 2:
             raise InputError(f"twin_fraction {recipe.twin_fraction}: expected a value in [0, 1]")
         pairs = bool(recipe.attr_weight)
-        batch = [_Batches(train_set, tok, ctx, k, device, enc, pairs)]
+        batch = [_Batches(train_set, tok, ctx, k, device, enc, pairs, recipe.attr_size)]
         if n_twin:
             twins = scene_set(seed, _P_TRAIN, n, k, enc, cache_dir, workers, progress, twin_purpose=_P_TWIN)
-            batch.append(_Batches(twins, tok, ctx, k, device, enc, pairs))
+            batch.append(_Batches(twins, tok, ctx, k, device, enc, pairs, recipe.attr_size))
         t_data = time.time() - t0
         autocast = (torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if _accelerated(device)
                     else contextlib.nullcontext())
@@ -510,7 +519,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
         loss_fn = ClipLoss()
         head = None
         if pairs:
-            head = _attr_head(model_cfg["embed_dim"], seed).to(device)
+            head = _attr_head(model_cfg["embed_dim"], seed, recipe.attr_size).to(device)
             opt.add_param_group({"params": list(head.parameters()), "weight_decay": 0.0})
         total = int(recipe.steps)
         order = np.empty(0, np.int64)

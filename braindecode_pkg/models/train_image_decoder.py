@@ -568,8 +568,12 @@ def evaluate(decoder, encoder, heldout: dict, recipe: Recipe, seed: int = 0) -> 
 def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Recipe | None = None,
           vae_cfg: dict | None = None, unet_cfg: dict | None = None, minutes: float | None = None,
           cache_dir=None, progress: bool = True, command: str | None = None, encoder=None,
-          log=print, device: str = "cpu", workers: int = 1) -> dict:
+          log=print, device: str = "cpu", workers: int = 1, init=None, sim_init_dir=None) -> dict:
     """Train the nsd-sim image decoder against a CLIP and save it to ``out_dir``; return a summary.
+
+    ``init``: an image decoder config (``"sim"``, a pipeline folder; ``sim_init_dir`` is the folder
+    ``"sim"`` refers to) whose VAE and UNet weights the training starts from instead of the seeded
+    initialisation, e.g. to fine-tune a decoder on a fine-tuned CLIP (``vae_steps=0`` keeps its VAE).
 
     ``workers``: processes rendering the scenes. ``device``: where the CLIP embeds them and the
     models train.
@@ -587,7 +591,7 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
     import torch
 
     from . import clip as mclip
-    from .image_decoder import ImageDecoder, build_unclip_pipeline, save_pipeline
+    from .image_decoder import ImageDecoder, build_unclip_pipeline, parse_image_decoder_config, save_pipeline
 
     recipe = recipe or Recipe()
     vae_cfg = copy.deepcopy(vae_cfg or VAE_CFG)
@@ -596,6 +600,8 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
+        if init is not None:  # its files checked before any work
+            init = parse_image_decoder_config(init, sim_dir=sim_init_dir)
         if encoder is None:
             encoder = mclip.ClipEncoder.load(clip, sim_dir=sim_clip_dir, device=device)
         t0 = time.time()
@@ -604,6 +610,7 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
         t_data = time.time() - t0
         pipe = build_unclip_pipeline(encoder.embed_dim, vae_cfg, unet_cfg, image_size=recipe.image_size,
                                      prediction_type=recipe.prediction_type, seed=_torch_seed(seed, _P_INIT))
+        init_info = None if init is None else _start_from(pipe, init, sim_init_dir)
         e = torch.from_numpy(train_set["embeds"]).double()
         with torch.no_grad():
             pipe.image_normalizer.mean.copy_(e.mean(0, keepdim=True).float())
@@ -633,7 +640,7 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
         decoder = ImageDecoder(pipe, info={"sampling": sampling}, device=device)
         t1 = time.time()
         metrics = evaluate(decoder, encoder, heldout, recipe, seed=seed) if recipe.n_heldout > 1 else {}
-        metrics["vae_mse_last50"] = float(np.mean(vae_log["losses"][-50:]))
+        metrics["vae_mse_last50"] = float(np.mean(vae_log["losses"][-50:])) if vae_log["losses"] else None
         metrics["unet_loss_last100"] = float(np.mean(unet_log["losses"][-100:]))
         metrics["unet_probe_loss"] = {"before": unet_log["probe_loss"][0], "after": unet_log["probe_loss"][1]}
         import diffusers
@@ -646,6 +653,7 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
             "recipe": dataclasses.replace(recipe, steps=unet_log["steps_run"], vae_steps=vae_log["steps_run"]).to_dict(),
             "vae_cfg": vae_cfg, "unet_cfg": unet_cfg,
             "steps_run": {"vae": vae_log["steps_run"], "unet": unet_log["steps_run"]},
+            "init": init_info,
             "vae_scaling_factor": scaling,
             "heldout": metrics,
             "sampling": sampling,
@@ -674,6 +682,25 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
         return summary
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def _start_from(pipe, init, sim_dir=None) -> dict:
+    """Copy the VAE and UNet weights of the image decoder ``init`` into ``pipe`` (same architecture)."""
+    from ..errors import InputError
+    from ..io import sha256_file
+    from .image_decoder import ImageDecoder
+
+    src = ImageDecoder.load(init, sim_dir=sim_dir)
+    info = {"pipeline": str(src.config.pipeline_dir)}
+    for name in ("vae", "unet"):
+        try:
+            getattr(pipe, name).load_state_dict(getattr(src.pipe, name).state_dict(), strict=True)
+        except RuntimeError as e:
+            raise InputError(f"{src.config.pipeline_dir}: its {name} does not match the architecture being "
+                             f"trained ({str(e).splitlines()[0]})") from None
+        weights = sorted((src.config.pipeline_dir / name).glob("*.safetensors"))
+        info[f"{name}_sha256"] = sha256_file(weights[0]) if weights else None
+    return info
 
 
 def _eval_reserve(recipe: Recipe) -> float:

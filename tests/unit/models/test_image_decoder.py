@@ -296,6 +296,37 @@ def test_training_recipe_lowers_loss_and_writes_a_loadable_pipeline(tiny_clip_di
     assert s2["losses"]["unet"] == s["losses"]["unet"]
 
 
+def test_init_starts_from_a_decoders_weights_and_keeps_its_vae(tiny_clip_dir, tmp_path):
+    from braindecode_pkg.errors import InputError
+    from braindecode_pkg.io import sha256_file
+
+    base = tmp_path / "base"
+    tid.train(base, clip={"local_dir": str(tiny_clip_dir)}, seed=1, recipe=dataclasses_replace(TINY_RECIPE, n_heldout=1),
+              vae_cfg=tid.TINY_VAE_CFG, unet_cfg=tid.TINY_UNET_CFG, cache_dir=tmp_path / "cache", progress=False)
+    ft = dataclasses_replace(TINY_RECIPE, vae_steps=0, steps=4, n_heldout=1)
+    s = tid.train(tmp_path / "ft", clip={"local_dir": str(tiny_clip_dir)}, seed=2, recipe=ft, vae_cfg=tid.TINY_VAE_CFG,
+                  unet_cfg=tid.TINY_UNET_CFG, cache_dir=tmp_path / "cache", progress=False, init=str(base))
+    assert s["steps_run"] == {"vae": 0, "unet": 4} and s["heldout"]["vae_mse_last50"] is None
+    assert s["init"]["unet_sha256"] == sha256_file(base / "unet" / "diffusion_pytorch_model.safetensors")
+    a = idec.ImageDecoder.load(str(base)).pipe
+    b = idec.ImageDecoder.load(str(tmp_path / "ft")).pipe
+    assert all(torch.equal(v, b.vae.state_dict()[k]) for k, v in a.vae.state_dict().items())  # the VAE kept
+    ua, ub = a.unet.state_dict(), b.unet.state_dict()
+    assert any(not torch.equal(ua[k], ub[k]) for k in ua)
+    # 4 steps from the base stay near it; a fresh seed-2 start would not
+    fresh = tid.train(None, clip={"local_dir": str(tiny_clip_dir)}, seed=2, recipe=ft, vae_cfg=tid.TINY_VAE_CFG,
+                      unet_cfg=tid.TINY_UNET_CFG, cache_dir=tmp_path / "cache", progress=False)["pipeline"].unet.state_dict()
+    w = "conv_in.weight"
+    assert (ub[w] - ua[w]).norm() < 0.5 * (fresh[w] - ua[w]).norm()
+    with pytest.raises(InputError, match="does not match"):  # another architecture
+        tid.train(None, clip={"local_dir": str(tiny_clip_dir)}, seed=2, recipe=ft, vae_cfg=tid.TINY_VAE_CFG,
+                  unet_cfg={**tid.TINY_UNET_CFG, "block_out_channels": [8, 32]}, cache_dir=tmp_path / "cache",
+                  progress=False, init=str(base))
+    with pytest.raises(InputError, match="nope"):
+        tid.train(None, clip={"local_dir": str(tiny_clip_dir)}, seed=2, recipe=ft, init=str(tmp_path / "nope"),
+                  cache_dir=tmp_path / "cache", progress=False)
+
+
 def dataclasses_replace(r, **kw):
     import dataclasses
 

@@ -127,12 +127,19 @@ def test_object_pairs_marks_each_objects_shape_and_colour():
     nc = len(sc.COLOURS)
     attrs = {"background": np.zeros(3, np.int8),
              "shape1": np.array([2, 7, 4], np.int8), "colour1": np.array([5, 0, 3], np.int8),
-             "shape2": np.array([-1, 1, 4], np.int8), "colour2": np.array([-1, 6, 3], np.int8)}
+             "shape2": np.array([-1, 1, 4], np.int8), "colour2": np.array([-1, 6, 3], np.int8),
+             "size1": np.array([1, 0, 2], np.int8), "size2": np.array([-1, 2, 0], np.int8)}
     y = train_clip.object_pairs(attrs)
     assert y.shape == (3, len(sc.SHAPES) * nc) and y.dtype == np.float32
     assert np.flatnonzero(y[0]).tolist() == [2 * nc + 5]  # one object: one pair
     assert np.flatnonzero(y[1]).tolist() == [1 * nc + 6, 7 * nc + 0]  # a white square and a red ring
     assert np.flatnonzero(y[2]).tolist() == [4 * nc + 3]  # two yellow stars: one pair
+    ns = len(sc.SIZES)
+    y = train_clip.object_pairs(attrs, with_size=True)
+    assert y.shape == (3, len(sc.SHAPES) * nc * ns)
+    assert np.flatnonzero(y[0]).tolist() == [(2 * nc + 5) * ns + 1]  # a medium purple triangle
+    assert np.flatnonzero(y[1]).tolist() == [(1 * nc + 6) * ns + 2, (7 * nc + 0) * ns + 0]
+    assert np.flatnonzero(y[2]).tolist() == [(4 * nc + 3) * ns + 0, (4 * nc + 3) * ns + 2]  # small and large
 
 
 def test_attr_loss_adds_its_term_and_leaves_the_clip_init_and_data_order_alone(tmp_path):
