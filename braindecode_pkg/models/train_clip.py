@@ -418,15 +418,13 @@ def _param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _attr_head(embed_dim: int, seed: int, with_size: bool = False):
+def _attr_head(embed_dim: int, n_targets: int, seed: int):
     """The auxiliary loss's linear head, seeded on its own stream (the global RNG is left as it was)."""
     import torch
 
-    from ..data import scenes as sc
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(np.random.SeedSequence([seed, _P_ATTR_HEAD]).generate_state(1)[0]))
-        return torch.nn.Linear(embed_dim, len(sc.SHAPES) * len(sc.COLOURS) * (len(sc.SIZES) if with_size else 1))
+        return torch.nn.Linear(embed_dim, n_targets)
 
 
 def _lr_at(step: int, recipe: Recipe, total: int) -> float:
@@ -519,7 +517,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
         loss_fn = ClipLoss()
         head = None
         if pairs:
-            head = _attr_head(model_cfg["embed_dim"], seed, recipe.attr_size).to(device)
+            head = _attr_head(model_cfg["embed_dim"], batch[0].pairs.shape[1], seed).to(device)
             opt.add_param_group({"params": list(head.parameters()), "weight_decay": 0.0})
         total = int(recipe.steps)
         order = np.empty(0, np.int64)
