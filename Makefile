@@ -45,13 +45,12 @@ bench-ceilings: setup
 	$(BIN)/python benchmarks/bench_ceilings_captions.py
 
 # Retrain the nsd-sim models shipped in braindecode_pkg/weights/nsd-sim-1.0 with their recorded
-# recipes and seed 0 (README there: ~1.5 h on 2 cores). The decoders read the CLIP just trained.
-SIM_WEIGHTS ?= braindecode_pkg/weights/nsd-sim-1.0
+# chain of recipes and seed 0 (braindecode-pkg train-sim-models; README there: ~5 h on 2 cores),
+# into SIM_OUT (its stages/ holds the intermediate ones; a rerun resumes after the last finished
+# stage). Compare its figures with the shipped ones, or copy its three model folders over them.
+SIM_OUT ?= results/models/nsd-sim-retrained
 sim-weights: setup
-	$(BIN)/python -m braindecode_pkg train-clip --threads 2 --workers 2 --eval-every 400 --out $(SIM_WEIGHTS)/clip
-	$(BIN)/python -m braindecode_pkg train-image-decoder --sim-clip $(SIM_WEIGHTS)/clip --out $(SIM_WEIGHTS)/image_decoder & pid=$$!; \
-	$(BIN)/python -m braindecode_pkg train-captioner --sim-clip $(SIM_WEIGHTS)/clip --out $(SIM_WEIGHTS)/captioner; \
-	rc=$$?; wait $$pid && test $$rc -eq 0
+	$(BIN)/python -m braindecode_pkg train-sim-models --out $(SIM_OUT)
 
 # The same three models on one CUDA GPU with the `gpu` presets (larger batches and data; the CLIP
 # with shape-twin hard negatives, issue 3), each fitted to a time budget, into SIM_GPU_OUT. Written

@@ -106,6 +106,19 @@ def _cmd_train_clip(args) -> int:
     return 0
 
 
+def _cmd_train_sim_models(args) -> int:
+    from .models import sim_chain
+
+    try:
+        sim_chain.run(args.out, args.work, targets=args.only, scale=args.scale,
+                      threads=args.threads, extra=("--quiet",) if args.quiet else (), clip=args.clip,
+                      dry_run=args.dry_run)
+    except sim_chain.StageFailed as e:
+        print(f"braindecode-pkg train-sim-models: error: {e}", file=sys.stderr)
+        return e.returncode
+    return 0
+
+
 def _cmd_embed(args) -> int:
     from .embed import embed_stimuli
 
@@ -131,7 +144,7 @@ def _cmd_train_captioner(args) -> int:
 
     preset = args.preset or ("gpt2" if args.lm else "default")
     recipe = tcap.recipe_from(tcap.PRESETS[preset], steps=args.steps, threads=args.threads,
-                              batch_size=args.batch_size, eval_every=args.eval_every)
+                              batch_size=args.batch_size, eval_every=args.eval_every, n_train=args.n_train)
     exclude = tcap.shared1000_ids(args.nsd_root) if args.nsd_root else None
     command = "braindecode-pkg " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     summary = tcap.train(
@@ -395,6 +408,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_train_clip, argv=None)
 
+    s = sub.add_parser("train-sim-models",
+                       help="train nsd-sim's CLIP, image decoder and captioner as the shipped ones were: the "
+                            "chain of train-clip / train-image-decoder / train-captioner runs, resuming where it stopped")
+    s.add_argument("--out", required=True, help="folder of the final models: clip/, image_decoder/, captioner/")
+    s.add_argument("--work", default=None, help="folder of the intermediate stages (default: OUT/stages)")
+    s.add_argument("--only", nargs="+", default=None, choices=["clip", "image_decoder", "captioner"],
+                   help="train these models and the stages they start from (default: all three)")
+    s.add_argument("--scale", default="default", choices=["default", "tiny"],
+                   help="default: the shipped models' recipes (hours on 2 cores); tiny: the same chain in seconds")
+    s.add_argument("--threads", type=int, default=2, help="torch threads and rendering workers per stage (default: 2)")
+    s.add_argument("--clip", default=None,
+                   help="train the decoders on this CLIP (as for embed) instead of nsd-sim's own: one stage each")
+    s.add_argument("--dry-run", action="store_true", help="print the stages' commands, train nothing")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_train_sim_models)
+
     s = sub.add_parser("embed", help="CLIP embeddings of every shown image and its captions -> HDF5 keyed by nsd_id")
     s.add_argument("--nsd-root", required=True, help="NSD root (real NSD or nsd-sim's OUT/nsd)")
     s.add_argument("--subjects", required=True, help="comma-separated subject ids whose shown images to embed, e.g. 1,2,3")
@@ -432,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time budget: shorten the run to fit after timing the warm-up (steps run are recorded)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's)")
     s.add_argument("--batch-size", type=int, default=None, help="captions per step (default: the recipe's)")
+    s.add_argument("--n-train", type=int, default=None,
+                   help="nsd-sim training scenes, 5 captions each (default: the recipe's; not with --pairs)")
     s.add_argument("--eval-every", type=int, default=None,
                    help="score 300 held-out images every N steps (recorded as a curve; training unchanged)")
     s.add_argument("--workers", type=int, default=1, help="processes rendering the scenes (default: 1)")

@@ -29,11 +29,7 @@ MODELS = config["models"]
 TRAIN_SIM = MODELS["sim_weights"] == "train"
 SIM_MODELS = f"{RESULTS}/models/nsd-sim"
 # the file each trained sim model's folder is known by
-SIM_MODEL_FILE = {
-    "clip": "open_clip_config.json",
-    "image_decoder": "model_index.json",
-    "captioner": "config.json",
-}
+from braindecode_pkg.models.sim_chain import MARKER as SIM_MODEL_FILE
 
 
 def model_arg(kind):

@@ -1,12 +1,20 @@
 # nsd-sim's own pretrained models, trained here when models.sim_weights is "train" (otherwise the
 # weights shipped in braindecode_pkg/weights/nsd-sim-1.0 are used and these rules never run).
+# Each rule runs the part of the shipped models' training chain (braindecode-pkg
+# train-sim-models) that its model needs; the chain's intermediate stages go to
+# {SIM_MODELS}/stages and are reused by a rerun.
+
+
+def sim_chain_clip_opt():
+    """The decoders follow the sim CLIP's chain, or are trained in one stage on another CLIP."""
+    return "" if MODELS["clip"] == "sim" else f"--clip {model_arg('clip')}"
 
 
 rule train_sim_clip:
     output:
         f"{SIM_MODELS}/clip/{SIM_MODEL_FILE['clip']}",
     params:
-        out=lambda wc, output: os.path.dirname(output[0]),
+        out=SIM_MODELS,
         preset=MODELS["sim_preset"],
         cli=CLI,
     log:
@@ -17,8 +25,8 @@ rule train_sim_clip:
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} train-clip --preset {params.preset} --threads {threads} --workers {threads} "
-        "--out {params.out} > {log} 2>&1"
+        "{params.cli} train-sim-models --only clip --scale {params.preset} --threads {threads} "
+        "--out {params.out} --quiet > {log} 2>&1"
 
 
 rule train_sim_image_decoder:
@@ -27,10 +35,9 @@ rule train_sim_image_decoder:
     output:
         f"{SIM_MODELS}/image_decoder/{SIM_MODEL_FILE['image_decoder']}",
     params:
-        out=lambda wc, output: os.path.dirname(output[0]),
+        out=SIM_MODELS,
         preset=MODELS["sim_preset"],
-        clip=model_arg("clip"),
-        sim_clip=sim_dir_opt("clip", "--sim-clip"),
+        clip=sim_chain_clip_opt(),
         cli=CLI,
     log:
         f"{RESULTS}/logs/models/train_sim_image_decoder.log",
@@ -40,8 +47,8 @@ rule train_sim_image_decoder:
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} train-image-decoder --preset {params.preset} --threads {threads} "
-        "--clip {params.clip} {params.sim_clip} --out {params.out} > {log} 2>&1"
+        "{params.cli} train-sim-models --only image_decoder --scale {params.preset} --threads {threads} "
+        "{params.clip} --out {params.out} --quiet > {log} 2>&1"
 
 
 rule train_sim_captioner:
@@ -50,10 +57,9 @@ rule train_sim_captioner:
     output:
         f"{SIM_MODELS}/captioner/{SIM_MODEL_FILE['captioner']}",
     params:
-        out=lambda wc, output: os.path.dirname(output[0]),
+        out=SIM_MODELS,
         preset=MODELS["sim_preset"],
-        clip=model_arg("clip"),
-        sim_clip=sim_dir_opt("clip", "--sim-clip"),
+        clip=sim_chain_clip_opt(),
         cli=CLI,
     log:
         f"{RESULTS}/logs/models/train_sim_captioner.log",
@@ -63,5 +69,5 @@ rule train_sim_captioner:
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} train-captioner --preset {params.preset} --threads {threads} --workers {threads} "
-        "--clip {params.clip} {params.sim_clip} --out {params.out} > {log} 2>&1"
+        "{params.cli} train-sim-models --only captioner --scale {params.preset} --threads {threads} "
+        "{params.clip} --out {params.out} --quiet > {log} 2>&1"

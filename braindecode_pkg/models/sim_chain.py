@@ -1,0 +1,165 @@
+"""The chain of training runs that makes nsd-sim's shipped models, each stage one command.
+
+The shipped CLIP, image decoder and captioner are not each one run: the CLIP is trained, then
+fine-tuned twice with the auxiliary (shape, colour, size) loss, and the image decoder follows it,
+fine-tuned (``--init``) on each CLIP stage in turn; the captioner is trained on the last CLIP.
+:func:`stages` lists those runs as ``braindecode-pkg`` command lines whose ``{name}`` fields
+are other stages' folders, and :func:`run` runs the ones a target needs that are not there yet
+(a stage's folder counts once its marker file, written last and atomically by its trainer,
+exists), each in its own process, exactly as a user would type it. ``scale="tiny"`` is the same
+chain with the tiny presets and their step counts: seconds per stage, for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InputError
+
+__all__ = ["KINDS", "MARKER", "SCALES", "Stage", "StageFailed", "stages", "plan", "run"]
+
+#: the final models, one folder each under the output
+KINDS = ("clip", "image_decoder", "captioner")
+#: the file a trained model's folder is known by (its trainer writes it last)
+MARKER = {"clip": "open_clip_config.json", "image_decoder": "model_index.json", "captioner": "config.json"}
+SCALES = ("default", "tiny")
+_FIELD = re.compile(r"\{([a-z_0-9-]+)\}")
+
+
+class StageFailed(RuntimeError):
+    """A stage's command exited non-zero (its own message is above on stderr)."""
+
+    def __init__(self, message: str, returncode: int):
+        super().__init__(message)
+        self.returncode = returncode
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training run: ``name`` is its folder (a kind's name for the final model)."""
+
+    name: str
+    kind: str
+    args: tuple[str, ...]
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return tuple(m for a in self.args for m in _FIELD.findall(a))
+
+
+def stages(scale: str = "default", clip: str | None = None) -> list[Stage]:
+    """The chain, in an order that runs every stage after the ones it starts from.
+
+    ``clip``: a CLIP config other than nsd-sim's own (as ``--clip`` takes it): then there is no
+    CLIP chain for the decoders to follow, and each is trained in one stage on that CLIP."""
+    if scale not in SCALES:
+        raise InputError(f"sim chain scale {scale!r}: expected one of {', '.join(SCALES)}")
+    tiny = scale == "tiny"
+    clip0, attr = ("tiny", "tiny-attr") if tiny else ("default", "default-attr")
+    dec = "tiny" if tiny else "default"
+
+    def steps(n: int) -> list[str]:  # the tiny presets keep their own few steps
+        return [] if tiny else ["--steps", str(n)]
+
+    def captioner(*clip_args: str) -> Stage:  # three times the scenes of its recipe, twice the steps
+        return Stage("captioner", "captioner", ("train-captioner", "--preset", dec, *clip_args, *steps(6000),
+                                                *([] if tiny else ["--n-train", "60000"])))
+
+    if clip is not None and clip != "sim":
+        return [Stage("image_decoder", "image_decoder", ("train-image-decoder", "--preset", dec, "--clip", clip)),
+                captioner("--clip", clip)]
+
+    finetune = ["--vae-steps", "0", "--lr", "1e-3"]  # the decoder keeps its VAE, the UNet moves on
+    return [
+        Stage("clip-1", "clip", ("train-clip", "--preset", clip0, *([] if tiny else ["--eval-every", "400"]))),
+        Stage("clip-2", "clip", ("train-clip", "--preset", attr, "--init", "{clip-1}", "--attr-size", *steps(2000))),
+        Stage("clip", "clip", ("train-clip", "--preset", attr, "--init", "{clip-2}", "--attr-size", "--attr-weight",
+                               "2", "--lr", "5e-4", *steps(800), "--eval-every", "0")),
+        Stage("image_decoder-1", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip-1}")),
+        Stage("image_decoder-2", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip-2}",
+                                                   "--init", "{image_decoder-1}", *finetune)),
+        Stage("image_decoder-3", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip-2}",
+                                                   "--init", "{image_decoder-2}", *finetune, "--guidance", "8")),
+        Stage("image_decoder-4", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip}",
+                                                   "--init", "{image_decoder-3}", *finetune, "--guidance", "5")),
+        Stage("image_decoder-5", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip}",
+                                                   "--init", "{image_decoder-4}", *finetune, *steps(3000),
+                                                   "--guidance", "5")),
+        Stage("image_decoder", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip}",
+                                                 "--init", "{image_decoder-5}", *finetune, *steps(1500),
+                                                 "--guidance", "5")),
+        captioner("--sim-clip", "{clip}"),
+    ]
+
+
+def _folder(stage: Stage, out: Path, work: Path) -> Path:
+    return out / stage.name if stage.name in KINDS else work / stage.name
+
+
+def _done(stage: Stage, out: Path, work: Path) -> bool:
+    return (_folder(stage, out, work) / MARKER[stage.kind]).is_file()
+
+
+def plan(out, work=None, targets=None, scale: str = "default", threads: int = 2,
+         extra: tuple[str, ...] = (), clip: str | None = None) -> list[tuple[Stage, list[str]]]:
+    """The stages ``targets`` need that are not trained yet, with their command lines (argv).
+
+    ``out`` holds the final models (``clip/``, ``image_decoder/``, ``captioner/``), ``work`` the
+    intermediate stages (default ``out/stages``). ``extra`` is appended to every command (e.g.
+    ``--quiet``); ``clip`` as for :func:`stages`. ``targets`` default: every final model."""
+    out = Path(out)
+    work = Path(work) if work is not None else out / "stages"
+    chain = {s.name: s for s in stages(scale, clip)}
+    targets = [k for k in KINDS if k in chain] if targets is None else list(targets)
+    unknown = [t for t in targets if t not in chain or t not in KINDS]
+    if unknown:
+        raise InputError(f"sim chain target {unknown[0]!r}: expected one of "
+                         f"{', '.join(k for k in KINDS if k in chain)}"
+                         + (f" (the CLIP is {clip}, not trained here)" if "clip" not in chain else ""))
+    wanted: set[str] = set()
+
+    def need(name: str) -> None:
+        if name in wanted or _done(chain[name], out, work):
+            return
+        wanted.add(name)
+        for n in chain[name].needs:
+            need(n)
+
+    for t in targets:
+        need(t)
+    todo = []
+    for s in chain.values():
+        if s.name not in wanted:
+            continue
+        argv = [_FIELD.sub(lambda m: str(_folder(chain[m.group(1)], out, work)), a) for a in s.args]
+        argv += ["--threads", str(threads), "--workers", str(threads), "--out", str(_folder(s, out, work)), *extra]
+        todo.append((s, argv))
+    return todo
+
+
+def run(out, work=None, targets=None, scale: str = "default", threads: int = 2, extra: tuple[str, ...] = (),
+        clip: str | None = None, dry_run: bool = False, log=print) -> list[tuple[Stage, list[str]]]:
+    """Train what :func:`plan` lists, one ``python -m braindecode_pkg`` process per stage.
+
+    A stage that fails stops the chain with :class:`StageFailed` naming it and its command
+    (its trainer's own message is above it on stderr); the stages before it are kept, so a rerun
+    resumes there."""
+    todo = plan(out, work, targets, scale, threads, extra, clip)
+    for i, (stage, argv) in enumerate(todo, 1):
+        line = "braindecode-pkg " + shlex.join(argv)
+        log(f"[{i}/{len(todo)}] {stage.name}: {line}")
+        if dry_run:
+            continue
+        t0 = time.time()
+        rc = subprocess.run([sys.executable, "-m", "braindecode_pkg", *argv]).returncode
+        if rc != 0:
+            raise StageFailed(f"sim chain stage {stage.name} failed (exit {rc}); the stages before it are kept, "
+                              f"rerun to resume: {line}", rc)
+        log(f"[{i}/{len(todo)}] {stage.name}: done in {(time.time() - t0) / 60:.1f} min")
+    return todo
