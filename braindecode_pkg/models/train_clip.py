@@ -117,16 +117,16 @@ PRESETS: dict = {
     "default": (Recipe(), SIM_MODEL_CFG),
     "tiny": (Recipe(steps=25, batch_size=32, lr=3e-3, warmup=3, n_train=96, n_heldout=40), TINY_MODEL_CFG),
     # second stages, fine-tuning a CLIP of the first (``--init``) with the auxiliary (shape, colour)
-    # loss; ``default-attr`` from the shipped CLIP took the one-object shape probe from 0.65 to 0.85
-    # and the retrained captioner's shape from 0.58 to 0.74, but lost the image ceiling, so it is
-    # not shipped (weights README)
+    # loss; the shipped CLIP is ``default`` then twice ``default-attr`` with ``attr_size`` (the
+    # chain in sim_chain.py), which took the one-object shape probe from 0.65 to 0.83 and the
+    # captions' shape from 0.58 to 0.81 (weights README)
     "default-attr": (Recipe(steps=1200, lr=1e-3, attr_weight=1.0, n_heldout=2000, eval_every=150), SIM_MODEL_CFG),
     "tiny-attr": (Recipe(steps=8, batch_size=32, lr=1e-3, warmup=2, n_train=96, n_heldout=40, attr_weight=1.0),
                   TINY_MODEL_CFG),
     # the default architecture on one GPU with shape twins (batch 512, half of it twin pairs) and
     # the auxiliary (shape, colour) loss, the levers for issue 3's shape ceiling; a --minutes
     # budget fits the steps to the GPU's speed (not yet run on a GPU: the shipped weights are the
-    # default recipe's)
+    # CPU chain's)
     "gpu": (Recipe(steps=30000, batch_size=512, lr=2e-3, warmup=500, n_train=100000, twin_fraction=0.5,
                    attr_weight=1.0, n_heldout=4000, eval_every=2000), SIM_MODEL_CFG),
 }
