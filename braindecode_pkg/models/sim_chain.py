@@ -6,8 +6,10 @@ fine-tuned (``--init``) on each CLIP stage in turn; the captioner is trained on 
 :func:`stages` lists those runs as ``braindecode-pkg`` command lines whose ``{name}`` fields
 are other stages' folders, and :func:`run` runs the ones a target needs that are not there yet
 (a stage's folder counts once its marker file, written last and atomically by its trainer,
-exists), each in its own process, exactly as a user would type it. ``scale="tiny"`` is the same
-chain with the tiny presets and their step counts: seconds per stage, for tests and smoke runs.
+exists; nothing compares it with the stage it started from, so to retrain a stage delete its
+folder and those of the stages after it), each in its own process, exactly as a user would type
+it. ``scale="tiny"`` is the same chain with the tiny presets and their step counts: seconds per
+stage, for tests and smoke runs.
 """
 
 from __future__ import annotations
