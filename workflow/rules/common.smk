@@ -43,6 +43,11 @@ def trained_sim(kind):
     return f"{SIM_MODELS}/{kind}" if TRAIN_SIM and MODELS[kind] == "sim" else None
 
 
+def sim_chain_clip_opt():
+    """train-sim-models' decoders follow the sim CLIP's chain, or train in one stage on another CLIP."""
+    return "" if MODELS["clip"] == "sim" else f"--clip {model_arg('clip')}"
+
+
 def trained_sim_input(kind):
     """Input function: the trained sim model's marker file, or nothing (shipped or real weights)."""
     d = trained_sim(kind)

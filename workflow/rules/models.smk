@@ -5,16 +5,11 @@
 # {SIM_MODELS}/stages and are reused by a rerun.
 
 
-def sim_chain_clip_opt():
-    """The decoders follow the sim CLIP's chain, or are trained in one stage on another CLIP."""
-    return "" if MODELS["clip"] == "sim" else f"--clip {model_arg('clip')}"
-
-
 rule train_sim_clip:
     output:
         f"{SIM_MODELS}/clip/{SIM_MODEL_FILE['clip']}",
     params:
-        out=SIM_MODELS,
+        out=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),
         preset=MODELS["sim_preset"],
         cli=CLI,
     log:
@@ -35,7 +30,7 @@ rule train_sim_image_decoder:
     output:
         f"{SIM_MODELS}/image_decoder/{SIM_MODEL_FILE['image_decoder']}",
     params:
-        out=SIM_MODELS,
+        out=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),
         preset=MODELS["sim_preset"],
         clip=sim_chain_clip_opt(),
         cli=CLI,
@@ -57,7 +52,7 @@ rule train_sim_captioner:
     output:
         f"{SIM_MODELS}/captioner/{SIM_MODEL_FILE['captioner']}",
     params:
-        out=SIM_MODELS,
+        out=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),
         preset=MODELS["sim_preset"],
         clip=sim_chain_clip_opt(),
         cli=CLI,
