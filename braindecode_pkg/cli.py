@@ -142,6 +142,11 @@ def _cmd_latents(args) -> int:
 def _cmd_train_captioner(args) -> int:
     from .models import train_captioner as tcap
 
+    if args.pairs and args.n_train is not None:
+        from .errors import InputError
+
+        raise InputError(f"--n-train {args.n_train}: only for nsd-sim scenes; with --pairs every pair of "
+                         f"{args.pairs} is trained on")
     preset = args.preset or ("gpt2" if args.lm else "default")
     recipe = tcap.recipe_from(tcap.PRESETS[preset], steps=args.steps, threads=args.threads,
                               batch_size=args.batch_size, eval_every=args.eval_every, n_train=args.n_train)

@@ -337,4 +337,7 @@ def test_cli_train_captioner(tiny_clip, tmp_path, capsys):
                "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert rc == 2 and "gpt2" in err and "huggingface-cli" in err
+    rc = main(["train-captioner", "--pairs", str(tmp_path / "e.h5"), "--lm", str(tmp_path / "gpt2"),
+               "--n-train", "100", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "--n-train 100: only for nsd-sim scenes" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
