@@ -173,7 +173,7 @@ def _cmd_train_image_decoder(args) -> int:
 
     recipe, vae_cfg, unet_cfg = tid.PRESETS[args.preset]
     fields = {"steps": args.steps, "vae_steps": args.vae_steps, "threads": args.threads, "batch_size": args.batch_size,
-              "lr": args.lr, "guidance_scale": args.guidance}
+              "lr": args.lr, "guidance_scale": args.guidance, "n_train": args.n_train}
     recipe = dataclasses.replace(recipe, **{k: v for k, v in fields.items() if v is not None})
     command = "braindecode-pkg " + " ".join(sys.argv[1:] if args.argv is None else args.argv)
     summary = tid.train(
@@ -491,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vae-steps", type=int, default=None, help="VAE optimisation steps (default: the recipe's)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's)")
     s.add_argument("--batch-size", type=int, default=None, help="UNet images per step (default: the recipe's)")
+    s.add_argument("--n-train", type=int, default=None, help="nsd-sim training scenes (default: the recipe's)")
     s.add_argument("--lr", type=float, default=None, help="UNet peak learning rate (default: the recipe's)")
     s.add_argument("--guidance", type=float, default=None,
                    help="guidance scale recorded as the decoder's default and evaluated (default: the recipe's)")

@@ -420,6 +420,13 @@ class ImageDecoder:
         self.info = dict(info or {})
         self.device = device
         pipe.set_progress_bar_config(disable=True)
+        import torch
+
+        # inference: a pipeline fresh from build_unclip_pipeline is in training mode, where its
+        # dropouts (p = 0) change the memory layout and with it the convolutions' last bits
+        for comp in pipe.components.values():
+            if isinstance(comp, torch.nn.Module):
+                comp.eval()
 
     @classmethod
     def load(cls, config, *, sim_dir=None, device="cpu") -> "ImageDecoder":

@@ -78,7 +78,7 @@ def stages(scale: str = "default", clip: str | None = None) -> list[Stage]:
                 captioner("--clip", clip)]
 
     finetune = ["--vae-steps", "0", "--lr", "1e-3"]  # the decoder keeps its VAE, the UNet moves on
-    return [
+    chain = [
         Stage("clip-1", "clip", ("train-clip", "--preset", clip0, *([] if tiny else ["--eval-every", "400"]))),
         Stage("clip-2", "clip", ("train-clip", "--preset", attr, "--init", "{clip-1}", "--attr-size", *steps(2000))),
         Stage("clip", "clip", ("train-clip", "--preset", attr, "--init", "{clip-2}", "--attr-size", "--attr-weight",
@@ -88,16 +88,15 @@ def stages(scale: str = "default", clip: str | None = None) -> list[Stage]:
                                                    "--init", "{image_decoder-1}", *finetune)),
         Stage("image_decoder-3", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip-2}",
                                                    "--init", "{image_decoder-2}", *finetune, "--guidance", "8")),
-        Stage("image_decoder-4", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip}",
-                                                   "--init", "{image_decoder-3}", *finetune, "--guidance", "5")),
-        Stage("image_decoder-5", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip}",
-                                                   "--init", "{image_decoder-4}", *finetune, *steps(3000),
-                                                   "--guidance", "5")),
-        Stage("image_decoder", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip}",
-                                                 "--init", "{image_decoder-5}", *finetune, *steps(1500),
-                                                 "--guidance", "5")),
-        captioner("--sim-clip", "{clip}"),
     ]
+    # then fine-tuned on the last CLIP, stage after stage (UNet steps; None: the recipe's 1,500)
+    on_clip = [("image_decoder-4", None), ("image_decoder-5", 3000), ("image_decoder-6", 1500),
+               ("image_decoder-7", 1500), ("image_decoder-8", 3000), ("image_decoder", 3000)]
+    for (name, n), (prev, _) in zip(on_clip, [("image_decoder-3", None), *on_clip]):
+        chain.append(Stage(name, "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip}",
+                                                   "--init", "{" + prev + "}", *finetune,
+                                                   *(steps(n) if n else []), "--guidance", "5")))
+    return [*chain, captioner("--sim-clip", "{clip}")]
 
 
 def _folder(stage: Stage, out: Path, work: Path) -> Path:

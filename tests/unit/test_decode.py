@@ -90,8 +90,11 @@ def test_predictions_are_decoded_at_the_norm_of_clip_embeddings(files):
     with h5py.File(files["brain"], "a") as f:
         f["avg_betas"]["pooled"][...] = files["pred"]
     decode(files["brain"], c, embed=files["embed"], settings=DecodeSettings(**FAST, match_norm=False))
-    np.testing.assert_array_equal(read_images(a / "images", IDS), read_images(c / "images", IDS))
-    assert (read_images(b / "images", IDS) != read_images(c / "images", IDS)).any()
+    ia, ib, ic = (read_images(x / "images", IDS).astype(int) for x in (a, b, c))
+    # the rescaled predictions equal the unit ones up to float rounding, which the sampler may
+    # carry into a pixel level here and there (one of 18,432 values on one machine)
+    assert np.abs(ia - ic).max() <= 1 and (ia != ic).mean() < 1e-3
+    assert np.abs(ib - ic).mean() > 10  # decoded at norm 25 instead: other images
     assert read_captions_tsv(a / "captions.tsv") == read_captions_tsv(c / "captions.tsv")
     with h5py.File(a / "decode.h5") as f:
         assert f.attrs["decoded_norm"] == pytest.approx(1.0, abs=1e-6)  # the embed file's unit vectors

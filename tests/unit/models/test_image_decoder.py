@@ -367,6 +367,8 @@ def test_cli_gpu_preset_and_device_reach_train(monkeypatch, tmp_path, capsys):
     changed = {"n_train", "vae_steps", "vae_batch_size", "steps", "batch_size", "lr", "warmup"}
     assert all(getattr(r, f) == getattr(default, f) for f in default.to_dict() if f not in changed)
     assert build_parser().parse_args(["train-image-decoder", "--out", "o"]).device == "cpu"
+    assert main(["train-image-decoder", "--out", str(tmp_path), "--n-train", "500", "--quiet"]) == 0
+    assert (seen["recipe"].n_train, seen["recipe"].steps) == (500, tid.Recipe().steps)
 
 
 def test_the_accelerator_path_runs_end_to_end(tiny_clip_dir, tmp_path, monkeypatch):
