@@ -34,7 +34,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_preprocess.py
 
-# issue 4's targets on the nsd-sim default, with the data curve and the noise-free ceiling (~46 min on 2 cores)
+# issue 4's targets on the nsd-sim default, with the data curve and the noise-free ceiling (4.3 min on 2 cores on 2026-11-30; 46 min on an earlier, busier machine)
 bench-brain: setup
 	$(BIN)/python benchmarks/bench_brain.py --pretrain-curve 1,2,4
 
