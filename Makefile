@@ -45,7 +45,7 @@ bench-ceilings: setup
 	$(BIN)/python benchmarks/bench_ceilings_captions.py
 
 # Retrain the nsd-sim models shipped in braindecode_pkg/weights/nsd-sim-1.0 with their recorded
-# chain of recipes and seed 0 (braindecode-pkg train-sim-models; README there: ~5 h on 2 cores),
+# chain of recipes and seed 0 (braindecode-pkg train-sim-models; README there: ~6 h on 2 cores),
 # into SIM_OUT (its stages/ holds the intermediate ones; a rerun resumes after the last finished
 # stage). Compare its figures with the shipped ones, or copy its three model folders over them.
 SIM_OUT ?= results/models/nsd-sim-retrained
