@@ -47,7 +47,8 @@ bench-ceilings: setup
 # Retrain the nsd-sim models shipped in braindecode_pkg/weights/nsd-sim-1.0 with their recorded
 # chain of recipes and seed 0 (braindecode-pkg train-sim-models; README there: ~6 h on 2 cores),
 # into SIM_OUT (its stages/ holds the intermediate ones; a rerun resumes after the last finished
-# stage). Compare its figures with the shipped ones, or copy its three model folders over them.
+# stage). Its stages.json records every run as the shipped one does: compare the two, or copy its
+# three model folders over the shipped ones.
 SIM_OUT ?= results/models/nsd-sim-retrained
 sim-weights: setup
 	$(BIN)/python -m braindecode_pkg train-sim-models --out $(SIM_OUT)

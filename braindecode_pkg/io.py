@@ -139,12 +139,13 @@ def remembered_by_stat(path: str | os.PathLike, cache_dir: Path | None, kind: st
         return compute(path)
     name = hashlib.sha1(str(path).encode()).hexdigest() + ("" if kind == "sha256" else f".{kind}")
     entry = Path(cache_dir) / (name + ".json")
-    with _entry_lock(entry):
+    with lock_beside(entry):
         return _remembered(path, entry, compute)
 
 
 @contextlib.contextmanager
-def _entry_lock(entry: Path):
+def lock_beside(entry: Path):
+    """Hold an exclusive lock on ``ENTRY.lock`` (none where it cannot be created: read-only)."""
     import fcntl
 
     try:

@@ -10,11 +10,18 @@ exists; nothing compares it with the stage it started from, so to retrain a stag
 folder and those of the stages after it), each in its own process, exactly as a user would type
 it. ``scale="tiny"`` is the same chain with the tiny presets and their step counts: seconds per
 stage, for tests and smoke runs.
+
+:func:`run` keeps ``stages.json`` (:data:`MANIFEST`) in the output folder up to date: for every
+finished stage, from what its trainer recorded, its command, steps, minutes, the SHA-256 of the
+weights it wrote, of those it started from and of the CLIP it read, and its held-out figures
+(:func:`record`); :func:`lineage_errors` checks such a manifest against the chain. The shipped
+models' ``stages.json`` has the same form.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shlex
 import subprocess
@@ -23,14 +30,25 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import atomic_path, lock_beside, sha256_file
 
-__all__ = ["KINDS", "MARKER", "SCALES", "Stage", "StageFailed", "stages", "plan", "run"]
+__all__ = ["KINDS", "MANIFEST", "MARKER", "SCALES", "Stage", "StageFailed", "stages", "plan", "run", "record",
+           "lineage_errors"]
 
 #: the final models, one folder each under the output
 KINDS = ("clip", "image_decoder", "captioner")
 #: the file a trained model's folder is known by (its trainer writes it last)
 MARKER = {"clip": "open_clip_config.json", "image_decoder": "model_index.json", "captioner": "config.json"}
 SCALES = ("default", "tiny")
+#: the record of the chain's runs, in the output folder
+MANIFEST = "stages.json"
+#: where a kind's trainer records its run (file, and key within it), and its weights files
+_RECORD = {"clip": ("open_clip_config.json", "braindecode"), "image_decoder": ("braindecode.json", None),
+           "captioner": ("config.json", "braindecode")}
+_WEIGHTS = {"clip": {"weights": "open_clip_model.safetensors"},
+            "image_decoder": {"unet": "unet/diffusion_pytorch_model.safetensors",
+                              "vae": "vae/diffusion_pytorch_model.safetensors"},
+            "captioner": {"mapper": "model.safetensors"}}
 _FIELD = re.compile(r"\{([a-z_0-9-]+)\}")
 
 
@@ -144,6 +162,75 @@ def plan(out, work=None, targets=None, scale: str = "default", threads: int = 2,
     return todo
 
 
+def _arg(stage: Stage, flag: str) -> str | None:
+    """The stage a ``{field}`` option names (``--init``, ``--sim-clip``), or None."""
+    args = list(stage.args)
+    if flag not in args:
+        return None
+    m = _FIELD.fullmatch(args[args.index(flag) + 1])
+    return m.group(1) if m else None
+
+
+def record(stage: Stage, folder) -> dict:
+    """The manifest entry of a finished stage, from what its trainer wrote into ``folder``."""
+    folder = Path(folder)
+    name, key = _RECORD[stage.kind]
+    meta = json.loads((folder / name).read_text())
+    info = meta[key] if key else meta
+    seconds = (info.get("seconds") or {}).get("total")
+    entry = {"stage": stage.name, "kind": stage.kind, "command": info.get("command"),
+             "steps_run": info.get("steps_run"), "minutes": None if seconds is None else round(seconds / 60, 1)}
+    entry.update({f"{part}_sha256": sha256_file(folder / rel) for part, rel in _WEIGHTS[stage.kind].items()})
+    init = info.get("init") or {}
+    if stage.kind == "clip":
+        entry["init_sha256"] = init.get("weights_sha256")
+    elif stage.kind == "image_decoder":
+        entry["init_unet_sha256"] = init.get("unet_sha256")
+    if _arg(stage, "--sim-clip"):
+        entry["clip_stage"] = _arg(stage, "--sim-clip")
+    clip = meta.get("clip") or {}  # the CLIP the decoder or captioner read
+    if clip.get("weights_sha256"):
+        entry["clip_sha256"] = clip["weights_sha256"]
+    elif clip.get("weights") and Path(clip["weights"]).is_file():
+        entry["clip_sha256"] = sha256_file(clip["weights"])
+    held = info.get("heldout") or {}
+    entry["heldout"] = {k: v for k, v in {**held, **(held.get("attributes") or {})}.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return entry
+
+
+def lineage_errors(entries: list[dict], scale: str = "default", clip: str | None = None) -> list[str]:
+    """What in a manifest contradicts the chain: stages missing or out of order, a fine-tune that
+    did not start from its parent stage's weights, a decoder or captioner that read another CLIP."""
+    chain = stages(scale, clip)
+    if [e["stage"] for e in entries] != [s.name for s in chain]:
+        return [f"stages {[e['stage'] for e in entries]}, expected {[s.name for s in chain]}"]
+    by = {e["stage"]: e for e in entries}
+    errors = []
+    for s in chain:
+        e, parent = by[s.name], _arg(s, "--init")
+        if parent and s.kind == "clip" and e["init_sha256"] != by[parent]["weights_sha256"]:
+            errors.append(f"{s.name} did not start from {parent}'s weights")
+        if parent and s.kind == "image_decoder" and e["init_unet_sha256"] != by[parent]["unet_sha256"]:
+            errors.append(f"{s.name} did not start from {parent}'s UNet")
+        read = _arg(s, "--sim-clip")
+        if read and e.get("clip_stage") != read:
+            errors.append(f"{s.name} is recorded on CLIP stage {e.get('clip_stage')}, the chain's is {read}")
+        if read and "clip_sha256" in e and e["clip_sha256"] != by[read]["weights_sha256"]:
+            errors.append(f"{s.name} read a CLIP other than {read}'s weights")
+    return errors
+
+
+def _write_manifest(chain: list[Stage], out: Path, work: Path) -> None:
+    """Every finished stage's :func:`record`, under a lock: the workflow trains the image decoder
+    and the captioner side by side into one folder, and the later writer must see both."""
+    with lock_beside(out / MANIFEST), atomic_path(out / MANIFEST) as tmp:
+        entries = [record(s, _folder(s, out, work)) for s in chain if _done(s, out, work)]
+        tmp.write_text(json.dumps({"about": "the chain of training runs that made these models (braindecode-pkg "
+                                            "train-sim-models): commands as run, weights hashes, held-out figures",
+                                   "stages": entries}, indent=1) + "\n")
+
+
 def run(out, work=None, targets=None, scale: str = "default", threads: int = 2, extra: tuple[str, ...] = (),
         clip: str | None = None, dry_run: bool = False, log=print) -> list[tuple[Stage, list[str]]]:
     """Train what :func:`plan` lists, one ``python -m braindecode_pkg`` process per stage.
@@ -152,6 +239,9 @@ def run(out, work=None, targets=None, scale: str = "default", threads: int = 2, 
     (its trainer's own message is above it on stderr); the stages before it are kept, so a rerun
     resumes there."""
     todo = plan(out, work, targets, scale, threads, extra, clip)
+    out = Path(out)
+    work = Path(work) if work is not None else out / "stages"
+    chain = stages(scale, clip)
     for i, (stage, argv) in enumerate(todo, 1):
         line = "braindecode-pkg " + shlex.join(argv)
         log(f"[{i}/{len(todo)}] {stage.name}: {line}")
@@ -163,4 +253,5 @@ def run(out, work=None, targets=None, scale: str = "default", threads: int = 2, 
             raise StageFailed(f"sim chain stage {stage.name} failed (exit {rc}); the stages before it are kept, "
                               f"rerun to resume: {line}", rc)
         log(f"[{i}/{len(todo)}] {stage.name}: done in {(time.time() - t0) / 60:.1f} min")
+        _write_manifest(chain, out, work)
     return todo

@@ -194,6 +194,16 @@ def test_sim_models_trained_by_the_workflow_feed_the_embed_stage(tmp_path):
     assert cap["clip"]["weights_sha256"] == sha256_file(sim / "clip/open_clip_model.safetensors")
     assert sorted(p.name for p in (sim / "stages").iterdir()) == [
         "clip-1", "clip-2", *(f"image_decoder-{i}" for i in range(1, 9))]
+    # stages.json records the chain as run (the decoder and captioner rules wrote it side by side)
+    from braindecode_pkg.models import sim_chain
+
+    runs = json.loads((sim / "stages.json").read_text())["stages"]
+    assert sim_chain.lineage_errors(runs, "tiny") == []
+    by = {r["stage"]: r for r in runs}
+    assert by["image_decoder"]["unet_sha256"] == sha256_file(sim / "image_decoder/unet/diffusion_pytorch_model.safetensors")
+    assert by["captioner"]["clip_sha256"] == by["clip"]["weights_sha256"] == sha256_file(
+        sim / "clip/open_clip_model.safetensors")
+    assert all(r["command"].startswith("braindecode-pkg train-") and r["minutes"] is not None for r in runs)
     with h5py.File(tmp_path / "results/embed/clip.h5") as e:
         assert e["image_pooled"].shape[1] == clip_cfg["model_cfg"]["embed_dim"]
         assert str(sim / "clip") in e.attrs["clip_config"] or "nsd-sim/clip" in e.attrs["clip_config"]

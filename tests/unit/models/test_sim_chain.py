@@ -92,3 +92,78 @@ def test_a_failing_stage_stops_the_chain_naming_it(tmp_path, monkeypatch, capsys
     calls.clear()
     assert cli.main(["train-sim-models", "--out", str(tmp_path), "--dry-run"]) == 0 and calls == []
     assert "[13/13] captioner: braindecode-pkg train-captioner" in capsys.readouterr().out
+
+
+def _manifest(scale="tiny"):
+    """A consistent manifest of the chain: each stage's weights hash is its name, each fine-tune
+    started from its parent's, each decoder and the captioner read their CLIP stage's."""
+    entries = []
+    for s in sim_chain.stages(scale):
+        e = {"stage": s.name, "kind": s.kind}
+        parent, read = (sim_chain._arg(s, f) for f in ("--init", "--sim-clip"))
+        if s.kind == "clip":
+            e.update(weights_sha256=f"w:{s.name}", init_sha256=parent and f"w:{parent}")
+        if s.kind == "image_decoder":
+            e.update(unet_sha256=f"u:{s.name}", init_unet_sha256=parent and f"u:{parent}")
+        if read:
+            e.update(clip_stage=read, clip_sha256=f"w:{read}")
+        entries.append(e)
+    return entries
+
+
+def test_lineage_errors_name_the_stage_that_breaks_the_chain():
+    good = _manifest()
+    assert sim_chain.lineage_errors(good, "tiny") == []
+    assert sim_chain.lineage_errors(good, "default") == []  # the same chain at both scales
+    bad = _manifest()
+    by = {e["stage"]: e for e in bad}
+    by["image_decoder-5"]["init_unet_sha256"] = "u:image_decoder-3"  # skipped a stage
+    by["clip"]["init_sha256"] = None  # trained from scratch
+    by["captioner"]["clip_sha256"] = "w:clip-2"  # read another CLIP than recorded
+    by["image_decoder-2"]["clip_stage"] = "clip"
+    assert sim_chain.lineage_errors(bad, "tiny") == [
+        "clip did not start from clip-2's weights",
+        "image_decoder-2 is recorded on CLIP stage clip, the chain's is clip-2",
+        "image_decoder-5 did not start from image_decoder-4's UNet",
+        "captioner read a CLIP other than clip's weights"]
+    missing = [e for e in good if e["stage"] != "image_decoder-7"]
+    assert "expected" in sim_chain.lineage_errors(missing, "tiny")[0]
+
+
+def test_record_reads_what_the_trainer_wrote(tmp_path):
+    import json
+
+    from braindecode_pkg.io import sha256_file
+
+    chain = {s.name: s for s in sim_chain.stages("tiny")}
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "open_clip_model.safetensors").write_bytes(b"clip weights")
+    (clip / "open_clip_config.json").write_text(json.dumps({"braindecode": {
+        "command": "braindecode-pkg train-clip ...", "steps_run": 7, "seconds": {"total": 90.0},
+        "init": {"weights_sha256": "abc"}, "heldout": {"image_to_caption_top1": 0.5, "n_heldout": 9, "ok": True}}}))
+    e = sim_chain.record(chain["clip"], clip)
+    assert e == {"stage": "clip", "kind": "clip", "command": "braindecode-pkg train-clip ...", "steps_run": 7,
+                 "minutes": 1.5, "weights_sha256": sha256_file(clip / "open_clip_model.safetensors"),
+                 "init_sha256": "abc", "heldout": {"image_to_caption_top1": 0.5, "n_heldout": 9}}
+    dec = tmp_path / "dec"
+    for part in ("unet", "vae"):
+        (dec / part).mkdir(parents=True)
+        (dec / part / "diffusion_pytorch_model.safetensors").write_bytes(part.encode())
+    (dec / "braindecode.json").write_text(json.dumps({
+        "command": "c", "steps_run": {"vae": 0, "unet": 3}, "seconds": {"total": 6.0},
+        "init": {"unet_sha256": "u0"}, "clip": {"weights": str(clip / "open_clip_model.safetensors")},
+        "heldout": {"two_way_generated": 0.9}}))
+    e = sim_chain.record(chain["image_decoder"], dec)
+    assert (e["init_unet_sha256"], e["clip_stage"], e["minutes"]) == ("u0", "clip", 0.1)
+    assert e["clip_sha256"] == sha256_file(clip / "open_clip_model.safetensors")
+    assert e["unet_sha256"] == sha256_file(dec / "unet/diffusion_pytorch_model.safetensors")
+    cap = tmp_path / "cap"
+    cap.mkdir()
+    (cap / "model.safetensors").write_bytes(b"mapper")
+    (cap / "config.json").write_text(json.dumps({"clip": {"weights_sha256": "cs"}, "braindecode": {
+        "command": "c", "seconds": {}, "heldout": {"loss": 0.4, "examples": ["a"],
+                                                   "attributes": {"shape": 0.8, "n": 10}}}}))
+    e = sim_chain.record(chain["captioner"], cap)
+    assert e["heldout"] == {"loss": 0.4, "shape": 0.8, "n": 10} and e["clip_sha256"] == "cs"
+    assert e["minutes"] is None and e["mapper_sha256"] == sha256_file(cap / "model.safetensors")
