@@ -413,14 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_train_clip, argv=None)
 
+    from .models.sim_chain import KINDS, SCALES
+
     s = sub.add_parser("train-sim-models",
                        help="train nsd-sim's CLIP, image decoder and captioner as the shipped ones were: the "
                             "chain of train-clip / train-image-decoder / train-captioner runs, resuming where it stopped")
     s.add_argument("--out", required=True, help="folder of the final models: clip/, image_decoder/, captioner/")
     s.add_argument("--work", default=None, help="folder of the intermediate stages (default: OUT/stages)")
-    s.add_argument("--only", nargs="+", default=None, choices=["clip", "image_decoder", "captioner"],
+    s.add_argument("--only", nargs="+", default=None, choices=KINDS,
                    help="train these models and the stages they start from (default: all three)")
-    s.add_argument("--scale", default="default", choices=["default", "tiny"],
+    s.add_argument("--scale", default="default", choices=SCALES,
                    help="default: the shipped models' recipes (hours on 2 cores); tiny: the same chain in seconds")
     s.add_argument("--threads", type=int, default=2, help="torch threads and rendering workers per stage (default: 2)")
     s.add_argument("--clip", default=None,

@@ -43,8 +43,8 @@ SCALES = ("default", "tiny")
 #: the record of the chain's runs, in the output folder
 MANIFEST = "stages.json"
 #: where a kind's trainer records its run (file, and key within it), and its weights files
-_RECORD = {"clip": ("open_clip_config.json", "braindecode"), "image_decoder": ("braindecode.json", None),
-           "captioner": ("config.json", "braindecode")}
+_RECORD = {"clip": (MARKER["clip"], "braindecode"), "image_decoder": ("braindecode.json", None),
+           "captioner": (MARKER["captioner"], "braindecode")}
 _WEIGHTS = {"clip": {"weights": "open_clip_model.safetensors"},
             "image_decoder": {"unet": "unet/diffusion_pytorch_model.safetensors",
                               "vae": "vae/diffusion_pytorch_model.safetensors"},
@@ -117,6 +117,12 @@ def stages(scale: str = "default", clip: str | None = None) -> list[Stage]:
     return [*chain, captioner("--sim-clip", "{clip}")]
 
 
+def _dirs(out, work) -> tuple[Path, Path]:
+    """The final models' folder and the intermediate stages' (default ``out/stages``)."""
+    out = Path(out)
+    return out, Path(work) if work is not None else out / "stages"
+
+
 def _folder(stage: Stage, out: Path, work: Path) -> Path:
     return out / stage.name if stage.name in KINDS else work / stage.name
 
@@ -132,8 +138,7 @@ def plan(out, work=None, targets=None, scale: str = "default", threads: int = 2,
     ``out`` holds the final models (``clip/``, ``image_decoder/``, ``captioner/``), ``work`` the
     intermediate stages (default ``out/stages``). ``extra`` is appended to every command (e.g.
     ``--quiet``); ``clip`` as for :func:`stages`. ``targets`` default: every final model."""
-    out = Path(out)
-    work = Path(work) if work is not None else out / "stages"
+    out, work = _dirs(out, work)
     chain = {s.name: s for s in stages(scale, clip)}
     targets = [k for k in KINDS if k in chain] if targets is None else list(targets)
     unknown = [t for t in targets if t not in chain or t not in KINDS]
@@ -186,8 +191,9 @@ def record(stage: Stage, folder) -> dict:
         entry["init_sha256"] = init.get("weights_sha256")
     elif stage.kind == "image_decoder":
         entry["init_unet_sha256"] = init.get("unet_sha256")
-    if _arg(stage, "--sim-clip"):
-        entry["clip_stage"] = _arg(stage, "--sim-clip")
+    read = _arg(stage, "--sim-clip")
+    if read:
+        entry["clip_stage"] = read
     clip = meta.get("clip") or {}  # the CLIP the decoder or captioner read
     if clip.get("weights_sha256"):
         entry["clip_sha256"] = clip["weights_sha256"]
@@ -239,8 +245,7 @@ def run(out, work=None, targets=None, scale: str = "default", threads: int = 2, 
     (its trainer's own message is above it on stderr); the stages before it are kept, so a rerun
     resumes there."""
     todo = plan(out, work, targets, scale, threads, extra, clip)
-    out = Path(out)
-    work = Path(work) if work is not None else out / "stages"
+    out, work = _dirs(out, work)
     chain = stages(scale, clip)
     for i, (stage, argv) in enumerate(todo, 1):
         line = "braindecode-pkg " + shlex.join(argv)
