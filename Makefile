@@ -44,7 +44,7 @@ bench-ceilings: setup
 	$(BIN)/python benchmarks/bench_ceilings_images.py
 	$(BIN)/python benchmarks/bench_ceilings_captions.py
 
-# Retrain the nsd-sim models shipped in braindecode_pkg/weights/nsd-sim-1.0 with their recorded
+# Retrain the nsd-sim models shipped in braindecode_pkg/sim/weights/nsd-sim-1.0 with their recorded
 # chain of recipes and seed 0 (braindecode-pkg train-sim-models; README there: ~6 h on 2 cores),
 # into SIM_OUT (its stages/ holds the intermediate ones; a rerun resumes after the last finished
 # stage). Its stages.json records every run as the shipped one does: compare the two, or copy its

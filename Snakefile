@@ -23,9 +23,5 @@ include: "workflow/rules/evaluate.smk"
 
 rule all:
     input:
-        expand(f"{RESULTS}/prep/subj{{subject}}.h5", subject=SUBJECTS),
-        f"{RESULTS}/embed/clip.h5",
-        [f"{RESULTS}/brain/{m}/subj{s}.h5" for m, s in brain_methods()],
-        f"{EVAL}/metrics.tsv",
-        f"{RESULTS}/report/index.html",
+        plan.all_targets(),
     default_target: True

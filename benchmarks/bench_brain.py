@@ -28,7 +28,7 @@ directions, test protocol ``avg_betas`` (repeats averaged). Targets (issue 4): w
 adapt ≥ 1.5 × scratch and adapt > ridge; pretrained on subjects 1–3 ≥ 2 × ridge.
 
 CLIP targets: ``sim`` = the embed stage with the nsd-sim CLIP (the shipped weights in
-``braindecode_pkg/weights/nsd-sim-1.0/clip``, or ``--sim-clip DIR``); ``proxy`` = a stand-in
+``braindecode_pkg/sim/weights/nsd-sim-1.0/clip``, or ``--sim-clip DIR``); ``proxy`` = a stand-in
 computed from the sim truth's scene attributes (a fixed random 2-layer network of the attribute
 vector, L2-normalised) for when no CLIP weights exist yet — easier for linear decoders than a
 real CLIP, so its ratios are not the targets'. Default: ``sim`` if weights exist, else ``proxy``.
@@ -68,7 +68,7 @@ def log(msg):
 
 # ----------------------------------------------------------------------------------- data
 def ensure_data(work: Path, clip: str, sim_clip: str | None, sessions: int | None = None) -> dict:
-    from braindecode_pkg.data import sim
+    from braindecode_pkg.sim import world as sim
     from braindecode_pkg.preprocess import preprocess
 
     t = {}
@@ -92,7 +92,7 @@ def ensure_data(work: Path, clip: str, sim_clip: str | None, sessions: int | Non
     t["preprocess"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if clip == "auto":
-        from braindecode_pkg.models.clip import SHIPPED_SIM_CLIP
+        from braindecode_pkg.decoders.clip import SHIPPED_SIM_CLIP
 
         clip = "sim" if (sim_clip or SHIPPED_SIM_CLIP.is_dir()) else "proxy"
     if clip == "proxy":
@@ -101,7 +101,7 @@ def ensure_data(work: Path, clip: str, sim_clip: str | None, sessions: int | Non
             log("no nsd-sim CLIP weights: proxy targets from the sim truth's scene attributes")
             proxy_targets(simdir, embed)
     else:
-        from braindecode_pkg.embed import embed_stimuli
+        from braindecode_pkg.embed.stimuli import embed_stimuli
 
         tag = "sim" if clip == "sim" else "custom"
         embed = work / "embed" / f"clip-{tag}.h5"
@@ -118,7 +118,7 @@ def proxy_targets(simdir: Path, out: Path, seed: int = 123, dim: int = 128) -> P
     """Stand-in CLIP targets: a fixed random 2-layer tanh network of the scene attribute vector."""
     import h5py
 
-    from braindecode_pkg.data import sim
+    from braindecode_pkg.sim import world as sim
     from braindecode_pkg.io import atomic_path
 
     ids, attrs = [], {}
@@ -191,7 +191,7 @@ def score(emb_file: Path, embed: Path, protocol: str = "avg_betas") -> dict:
 
 
 def run_config(section_train: dict, threads: int, model: bool = True):
-    from braindecode_pkg.train import RunConfig
+    from braindecode_pkg.brain.train import RunConfig
 
     return RunConfig(model=dict(MODEL) if model else {}, loss=dict(LOSS), train={**section_train, "threads": threads})
 
@@ -237,8 +237,8 @@ def throughput(n_voxels: int, threads: int, batch: int = 128, seconds: float = 8
     """Training samples/s (forward + backward + AdamW step, SoftCLIP loss) of both networks."""
     import torch
 
-    from braindecode_pkg.models.brain import BrainConfig, BrainModel
-    from braindecode_pkg.models.losses import soft_clip_loss
+    from braindecode_pkg.brain.model import BrainConfig, BrainModel
+    from braindecode_pkg.brain.losses import soft_clip_loss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from braindecode_pkg import infer, ridge, train
+    from braindecode_pkg.brain import infer, ridge, train
     from braindecode_pkg.evaluate.oracle import oracle_retrieval
 
     torch.set_num_threads(args.threads)
@@ -309,7 +309,7 @@ def main(argv=None) -> int:
     curve = [int(k) for k in args.pretrain_curve.split(",") if k]
     d = ensure_data(work, args.clip, args.sim_clip, args.sessions)
     embed, prep = d["embed"], d["prep"]
-    from braindecode_pkg.data import sim
+    from braindecode_pkg.sim import world as sim
 
     n_sessions = args.sessions or sim.sim_config("default").n_sessions(TRAIN_SUBJECTS[0])
     res: dict = {"clip": d["clip"], "sessions": n_sessions, "seconds": dict(d["seconds"]),

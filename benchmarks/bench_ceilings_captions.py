@@ -5,7 +5,7 @@ caption decoder name what is in it? That is the ceiling of every brain -> CLIP -
 result. Held-out scenes are the captioner's recorded held-out stream (``braindecode.heldout_stream``
 in its config.json), never trained on by the captioner nor by the CLIP (whose streams differ).
 
-Score (:func:`braindecode_pkg.models.captioner.sim_attribute_scores`): the objects a caption
+Score (:func:`braindecode_pkg.sim.attributes.sim_attribute_scores`): the objects a caption
 names are its "colour shape" phrases ("a big red circle"); ``objects`` is the fraction of
 images whose caption names exactly the true objects — each object's shape and colour, bound
 together, both objects of two-object scenes (either order), and no other object. ``shape``,
@@ -68,9 +68,10 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from braindecode_pkg.models import train_captioner as tcap
-    from braindecode_pkg.models.captioner import Captioner, sim_attribute_scores
-    from braindecode_pkg.models.clip import ClipEncoder
+    from braindecode_pkg.sim.recipes import captioner as tcap
+    from braindecode_pkg.decoders.captioner import Captioner
+    from braindecode_pkg.sim.attributes import sim_attribute_scores
+    from braindecode_pkg.decoders.clip import ClipEncoder
 
     t0 = time.time()
     cap = Captioner.load(args.captioner, sim_dir=args.sim_captioner)
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     score(f"shuffled (beams={b0})", cap.generate(emb[perm], num_beams=b0), time.time() - t)
     tr_seed, tr_purpose = info.get("train_stream", [seed, tcap._P_TRAIN])
     n_train = int((info.get("recipe") or {}).get("n_train") or 20000)
-    from braindecode_pkg.models.train_clip import draw_scenes
+    from braindecode_pkg.sim.recipes.clip import draw_scenes
 
     _, train_caps = draw_scenes(tr_seed, tr_purpose, n_train, 5)
     mode, count = Counter(c for cs in train_caps for c in cs).most_common(1)[0]

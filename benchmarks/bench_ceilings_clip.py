@@ -1,6 +1,6 @@
 """How well the nsd-sim CLIP sees the simulated world, on scenes it never trained on.
 
-Held-out scenes come from the held-out stream of :mod:`braindecode_pkg.models.train_clip`
+Held-out scenes come from the held-out stream of :mod:`braindecode_pkg.sim.recipes.clip`
 (a random stream the training never draws from), rendered like nsd-sim renders its stimuli.
 
 Printed:
@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def ceilings(attrs, rng, n_candidates=300, n_draws=30) -> dict:
-    from braindecode_pkg.data import scenes as sc
+    from braindecode_pkg.sim import scenes as sc
 
     n = len(attrs["background"])
 
@@ -76,8 +76,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from braindecode_pkg.models import clip as mclip
-    from braindecode_pkg.models import train_clip as tc
+    from braindecode_pkg.decoders import clip as mclip
+    from braindecode_pkg.sim.recipes import clip as tc
 
     enc = mclip.ClipEncoder.load(args.clip)
     info = {}

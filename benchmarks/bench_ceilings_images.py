@@ -35,8 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def test_scenes(preset: str = "default", seed: int | None = None, n: int | None = None):
     """(nsd ids, 425 px images) of the shown test images (shared 1000) of an nsd-sim world."""
-    from braindecode_pkg.data import scenes as sc
-    from braindecode_pkg.data import sim
+    from braindecode_pkg.sim import scenes as sc
+    from braindecode_pkg.sim import world as sim
 
     cfg = sim.sim_config(preset, **({} if seed is None else {"seed": seed}))
     design = sim.make_design(cfg)
@@ -72,9 +72,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from braindecode_pkg.models.clip import ClipEncoder
-    from braindecode_pkg.models.image_decoder import ImageDecoder, resize_uint8
-    from braindecode_pkg.models.train_image_decoder import blur, two_way_identification
+    from braindecode_pkg.decoders.clip import ClipEncoder
+    from braindecode_pkg.decoders.image_decoder import ImageDecoder, resize_uint8
+    from braindecode_pkg.sim.recipes.image_decoder import blur, two_way_identification
 
     torch.set_num_threads(a.threads)
     t0 = time.time()
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
 def _vae_roundtrip(dec, stim):
     import torch
 
-    from braindecode_pkg.models.image_decoder import resize_uint8
+    from braindecode_pkg.decoders.image_decoder import resize_uint8
 
     vae = dec.pipe.vae
     u8 = resize_uint8(stim, dec.image_size)

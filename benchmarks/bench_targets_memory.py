@@ -41,7 +41,7 @@ def write_embed(path: Path, n: int, batch: int = 64) -> None:
     """An embeddings file laid out like the embed stage's (contiguous float16, batch checksums)."""
     import h5py
 
-    from braindecode_pkg import embed as emb
+    from braindecode_pkg.embed import stimuli as emb
 
     rng = np.random.default_rng(0)
     with h5py.File(path, "w", libver="earliest") as f:
@@ -76,9 +76,9 @@ def worker(embed: str, mode: str, steps: int, out_dir: str) -> dict:
     """One training run in this process (``mode``: memory | mmap); returns the figures."""
     import torch
 
-    from braindecode_pkg.brain_data import SubjectTrials, load_targets
-    from braindecode_pkg.models.brain import BrainModel, subject_key
-    from braindecode_pkg.train import RunConfig, fit, model_config_for
+    from braindecode_pkg.brain.data import SubjectTrials, load_targets
+    from braindecode_pkg.brain.model import BrainModel, subject_key
+    from braindecode_pkg.brain.train import RunConfig, fit, model_config_for
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(1)

@@ -7,7 +7,7 @@ training step reaches (model FLOPs utilisation, MFU). One short run (about a min
     python benchmarks/gpu_check.py --peak-tflops 312     # a GPU missing from PEAK_BF16_TFLOPS
     python benchmarks/gpu_check.py --smoke               # tiny sizes, runs anywhere (tests)
 
-What runs: :func:`braindecode_pkg.train.fit` (accelerate, bf16 autocast on GPU, AdamW, gradient
+What runs: :func:`braindecode_pkg.brain.train.fit` (accelerate, bf16 autocast on GPU, AdamW, gradient
 clipping, the configured contrastive loss) on synthetic data with real shapes: 8 subjects with
 NSD's nsdgeneral voxel counts, each with a full linear adapter to the shared width (4096), 4
 residual blocks, and MindEye2's ``backbone_linear`` to the OpenCLIP ViT-bigG/14 image tokens
@@ -55,8 +55,8 @@ def peak_tflops(name: str) -> float | None:
 
 def synthetic(sizes: dict, seed: int = 0):
     """(trials {subject key: SubjectTrials}, Targets) with the shapes of ``sizes``."""
-    from braindecode_pkg.brain_data import SubjectTrials, Targets
-    from braindecode_pkg.models.brain import subject_key
+    from braindecode_pkg.brain.data import SubjectTrials, Targets
+    from braindecode_pkg.brain.model import subject_key
 
     rng = np.random.default_rng(seed)
     ids = np.arange(sizes["images"], dtype=np.int64)
@@ -73,7 +73,7 @@ def synthetic(sizes: dict, seed: int = 0):
 
 
 def run_config(sizes: dict, steps: int):
-    from braindecode_pkg.train import RunConfig
+    from braindecode_pkg.brain.train import RunConfig
 
     return RunConfig(model={"width": sizes["width"], "n_blocks": sizes["n_blocks"], "adapter_rank": None,
                             "tokens_rank": None, "pooled_dim": None},
@@ -87,8 +87,8 @@ def step_flops(model, trials, targets, run, device) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from braindecode_pkg.brain_data import BatchStream
-    from braindecode_pkg.models.losses import total_loss
+    from braindecode_pkg.brain.data import BatchStream
+    from braindecode_pkg.brain.losses import total_loss
 
     tcfg, lcfg = run.training(), run.losses()
     stream = BatchStream({k: len(t) for k, t in trials.items()}, tcfg.batch_size, tcfg.seed)
@@ -110,8 +110,8 @@ def step_flops(model, trials, targets, run, device) -> int:
 def check(sizes: dict, *, steps: int, warmup: int, peak: float | None) -> dict:
     import torch
 
-    from braindecode_pkg.models.brain import BrainModel
-    from braindecode_pkg.train import LOG_NAME, fit, model_config_for
+    from braindecode_pkg.brain.model import BrainModel
+    from braindecode_pkg.brain.train import LOG_NAME, fit, model_config_for
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")

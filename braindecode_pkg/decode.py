@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .command import Command, key_values, one_per, set_threads
 from .errors import InputError
 
 __all__ = ["DecodeSettings", "Decoders", "decode", "read_predictions", "retrieve", "image_name", "read_captions_tsv",
@@ -99,7 +100,7 @@ def read_predictions(brain_h5, protocol: str = "avg_betas") -> tuple[np.ndarray,
 
 def true_embeddings(embed, ids) -> np.ndarray:
     """The embed stage's pooled image embeddings of ``ids`` (sorted)."""
-    from .brain_data import load_targets
+    from .brain.data import load_targets
 
     tg = load_targets(embed, heads=("pooled",), ids=ids)
     return np.asarray(tg.arrays["pooled"][tg.rows(ids)], np.float32)
@@ -116,10 +117,17 @@ def mean_norm(embed, max_rows: int = 4096) -> float:
     return float(np.linalg.norm(x, axis=1).mean())
 
 
+def cosine_similarity(a, b) -> np.ndarray:
+    """(len(a), len(b)) cosine similarities of flattened rows (float64)."""
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    b = np.asarray(b, np.float64).reshape(len(b), -1)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
 def retrieve(pred, true, ids, k: int = 5) -> np.ndarray:
     """(n, k) nsd ids of the candidates (rows of ``true``) most similar to each prediction."""
-    from .evaluate.retrieval import cosine_similarity
-
     sim = cosine_similarity(pred, true)
     k = min(int(k), sim.shape[1])
     order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
@@ -143,8 +151,8 @@ class Decoders:
     many decode calls."""
 
     def __init__(self, image_decoder="sim", captioner="sim", clip="sim", sim_dirs: dict | None = None):
-        from .models.captioner import Captioner
-        from .models.image_decoder import ImageDecoder
+        from .decoders.captioner import Captioner
+        from .decoders.image_decoder import ImageDecoder
 
         sim_dirs = sim_dirs or {}
         self.image = ImageDecoder.load(image_decoder, sim_dir=sim_dirs.get("image_decoder"))
@@ -155,7 +163,7 @@ class Decoders:
     @property
     def clip(self):
         if self._clip is None:
-            from .models.clip import ClipEncoder
+            from .decoders.clip import ClipEncoder
 
             self._clip = ClipEncoder.load(self._clip_spec[0], sim_dir=self._clip_spec[1])
         return self._clip
@@ -271,3 +279,41 @@ def read_images(folder, ids) -> np.ndarray:
             raise InputError(f"{p}: image not found (the decode stage's output for nsd id {int(i)})")
         out.append(np.asarray(Image.open(p).convert("RGB")))
     return np.stack(out) if out else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+# ------------------------------------------------------------------------------- subcommand
+def _arguments(s) -> None:
+    s.add_argument("--brain", nargs="+", required=True,
+                   help="the infer stage's HDF5 of a (method, subject); several are decoded in one process")
+    s.add_argument("--embed", required=True, help="the embed stage's HDF5 (the retrieval candidates)")
+    s.add_argument("--image-decoder", default="sim", help="image decoder config: sim, a pipeline folder or JSON")
+    s.add_argument("--captioner", default="sim", help="caption decoder config: sim, a folder or JSON")
+    s.add_argument("--clip", default="sim", help="CLIP config (best-of-n ranks samples with it)")
+    for kind in ("clip", "image-decoder", "captioner"):
+        s.add_argument(f"--sim-{kind}", default=None, help=f"folder of the trained nsd-sim {kind} that 'sim' refers to")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a decode setting (YAML value), e.g. n_samples=4 or num_inference_steps=10 (repeatable)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--out", nargs="+", required=True,
+                   help="output folder per --brain file, e.g. results/decode/adapt-k1/subj04")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run(args) -> int:
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(DecodeSettings)}
+    settings = DecodeSettings(**key_values(args.set, known=known, example="n_samples=4"))
+    pairs = one_per("--brain", args.brain, "--out", args.out)
+    set_threads(args.threads)
+    sims = {"clip": args.sim_clip, "image_decoder": args.sim_image_decoder, "captioner": args.sim_captioner}
+    models = Decoders(args.image_decoder, args.captioner, args.clip, sims)
+    for brain, out in pairs:
+        print(decode(brain, out, embed=args.embed, settings=settings, decoders=models, progress=not args.quiet),
+              flush=True)
+    return 0
+
+
+COMMANDS = {
+    "decode": Command("brain embeddings -> retrieved images, reconstructions (PNG), captions (TSV)", _arguments, _run),
+}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .command import Command
 from .data import nsd
 from .data.layout import PSC_SCALE, NSDPaths
 from .errors import InputError
@@ -173,3 +174,36 @@ def preprocess(
 def _grid(path: Path):
     hdr = nsd.nifti_header(path)
     return hdr.get_data_shape()[:3], hdr.get_best_affine()
+
+
+# ------------------------------------------------------------------------------- subcommand
+def _arguments(s) -> None:
+    s.add_argument("--nsd-root", required=True, help="NSD root (real NSD or nsd-sim's OUT/nsd)")
+    s.add_argument("--subject", type=int, required=True, help="1-based subject id")
+    s.add_argument("--out", required=True, help="output HDF5 file")
+    s.add_argument("--sessions", default="all", help="'all', 'legacy' (pre-2023 release) or e.g. '1-3,5'")
+    s.add_argument("--roi", default="nsdgeneral", help="ROI name[:label,...], e.g. nsdgeneral, lh.nsdgeneral, prf-visualrois:1,2")
+    s.add_argument("--format", default="hdf5", choices=["hdf5", "nifti"], help="which beta files to read")
+    s.add_argument("--normalisation", default="session", choices=["session", "session-train", "none"])
+    s.add_argument("--beta-version", default="betas_fithrf_GLMdenoise_RR")
+    s.add_argument("--resolution", default="func1pt8mm", choices=["func1pt8mm", "func1mm"])
+    s.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    s.add_argument("--hash-cache", default=None,
+                   help="folder remembering input SHA-256 by file stat ('' disables; default ~/.cache/braindecode_pkg/sha256)")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _run(args) -> int:
+    preprocess(
+        args.nsd_root, args.subject, args.out, sessions=args.sessions, roi=args.roi,
+        fmt=args.format, normalisation=args.normalisation, beta_version=args.beta_version,
+        resolution=args.resolution, dtype=args.dtype,
+        hash_cache=args.hash_cache if args.hash_cache is not None else "default",
+        progress=not args.quiet,
+    )
+    return 0
+
+
+COMMANDS = {
+    "preprocess": Command("ROI betas -> PSC -> per-session z-score -> results/prep/subjAA.h5", _arguments, _run),
+}

@@ -131,7 +131,7 @@ class PickleBomb:
 @pytest.fixture(scope="module")
 def sim_root(tmp_path_factory):
     """nsd-sim's tiny preset, subjects 1 and 2, one session: an NSD root in the real layout."""
-    from braindecode_pkg.data import sim
+    from braindecode_pkg.sim import world as sim
 
     root = tmp_path_factory.mktemp("sim2") / "sim"
     sim.simulate(sim.sim_config("tiny", subjects=(1, 2), sessions=1), root)

@@ -8,4 +8,10 @@
 - :mod:`.captions`: BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap), CLIP-S, and nsd-sim's
   attribute accuracy, per caption.
 - :mod:`.bootstrap`: percentile bootstrap intervals of per-item metrics, across subjects too.
+- :mod:`.score` scores one (method, subject) into a part file; :mod:`.collect` gathers the parts
+  into ``metrics.tsv`` with bootstrap intervals.
+
+May import: every earlier stage's readers (``embed``, ``brain``, ``decode``), the decoders (the
+judging CLIP), the world half of :mod:`braindecode_pkg.sim` (attributes, the oracle's truth) and
+the core modules; never the report.
 """

@@ -18,7 +18,7 @@ with ``w = 2.5``.
 
 :func:`attr_acc` (nsd-sim only): per caption, the fraction of the three attributes shape,
 colour and count that it names correctly, as
-:func:`braindecode_pkg.models.captioner.sim_attribute_scores` judges them: with T the true
+:func:`braindecode_pkg.sim.attributes.sim_attribute_scores` judges them: with T the true
 (colour, shape) objects of the scene and N those the caption names, *shape* is right when the
 multiset of N's shapes equals T's, *colour* likewise for colours, *count* when ``|N| = |T|``.
 """
@@ -215,7 +215,7 @@ def attr_acc(captions, attrs: dict) -> np.ndarray:
     """nsd-sim: the fraction of {shape, colour, count} each caption names correctly, ``(n,)``
     in {0, 1/3, 2/3, 1} (module docstring). ``attrs``: the scene table rows of the captions'
     images (:func:`read_sim_attributes`)."""
-    from ..models.captioner import sim_attribute_scores
+    from ..sim.attributes import sim_attribute_scores
 
     rows = sim_attribute_scores(list(captions), attrs, per_image=True)["rows"]
     return (rows["shape"].astype(np.float64) + rows["colour"] + rows["count"]) / 3.0
@@ -227,7 +227,7 @@ def read_sim_attributes(truth_h5, nsd_ids) -> dict:
     attribute table or any of the ids is missing."""
     import h5py
 
-    from ..brain_data import find_rows
+    from ..brain.data import find_rows
 
     path = Path(truth_h5)
     if not path.is_file():

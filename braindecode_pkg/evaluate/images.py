@@ -424,7 +424,7 @@ def feature_metrics(pred_u8, true_u8, weights: dict, *, base: int | None = None)
 def clip_features(encoder, images_u8, size: int | None = 425) -> np.ndarray:
     """``(n, d)`` pooled CLIP embeddings of images (first resized to ``size`` px, PIL bicubic, as
     the image-decoder evaluation always did), for :func:`two_way`."""
-    from ..models.image_decoder import resize_uint8
+    from ..decoders.image_decoder import resize_uint8
 
     x = resize_uint8(images_u8, size) if size else images_u8
     return encoder.encode_images(x, what=("pooled",))["pooled"]

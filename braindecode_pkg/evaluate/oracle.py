@@ -36,7 +36,7 @@ def oracle_loglik(truth, psc, *, split: str = "test", dtype=np.float64) -> tuple
     test image ``i`` under candidate image ``j`` (the same sorted test images)."""
     import h5py
 
-    from ..brain_data import load_subject, test_groups
+    from ..brain.data import load_subject, test_groups
 
     truth = Path(truth)
     if not truth.is_file():

@@ -12,15 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["retrieval", "cosine_similarity"]
+from ..decode import cosine_similarity
 
-
-def cosine_similarity(a, b) -> np.ndarray:
-    a = np.asarray(a, np.float64).reshape(len(a), -1)
-    b = np.asarray(b, np.float64).reshape(len(b), -1)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return a @ b.T
+__all__ = ["retrieval"]
 
 
 def retrieval(brain, image, *, n_candidates: int = 300, n_draws: int = 30, seed: int = 0,

@@ -66,7 +66,7 @@ def _stimuli(nsd_root, ids) -> np.ndarray:
     import h5py
 
     from ..data.layout import NSDPaths
-    from ..embed import read_rows
+    from ..embed.stimuli import read_rows
 
     path = NSDPaths(nsd_root).stimuli
     if not Path(path).is_file():
@@ -79,8 +79,8 @@ def _embed_rows(embed, ids) -> dict:
     """The embed file's pooled image embeddings and caption texts of ``ids``."""
     import h5py
 
-    from ..brain_data import find_rows
-    from ..embed import read_rows, verify_embeddings
+    from ..brain.data import find_rows
+    from ..embed.stimuli import read_rows, verify_embeddings
 
     p = Path(embed)
     if not p.is_file():
@@ -125,7 +125,7 @@ class Scorer:
     @property
     def encoder(self):
         if self._enc is None:
-            from ..models.clip import ClipEncoder
+            from ..decoders.clip import ClipEncoder
 
             self._enc = ClipEncoder.load(self.clip, sim_dir=self.sim_clip)
         return self._enc

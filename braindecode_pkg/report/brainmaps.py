@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..infer import read_model_config
+from ..brain.infer import read_model_config
 
 __all__ = ["voxel_volume", "adapter_importance", "prep_geometry", "brain_map_entry"]
 
@@ -61,9 +61,9 @@ def adapter_importance(model_dir, subject, head: str | None = None) -> np.ndarra
     """
     from safetensors import safe_open
 
-    from ..models.brain import MODEL_KIND as BRAIN_KIND
-    from ..models.brain import subject_key
-    from ..ridge import MODEL_KIND as RIDGE_KIND
+    from ..brain.model import MODEL_KIND as BRAIN_KIND
+    from ..brain.model import subject_key
+    from ..brain.ridge import MODEL_KIND as RIDGE_KIND
 
     d = Path(model_dir)
     doc = read_model_config(d)
@@ -127,7 +127,7 @@ def prep_geometry(prep_h5) -> dict:
 def brain_map_entry(model_dir, subject, prep_h5, bg_img=None, head: str | None = None) -> dict:
     """One ``brain_maps`` value of :func:`braindecode_pkg.report.build_report`: importance + geometry
     (+ ``bg_img``, e.g. the subject's mean EPI in the same space), or a ``note`` for a pool adapter."""
-    from ..ridge import MODEL_KIND as RIDGE_KIND
+    from ..brain.ridge import MODEL_KIND as RIDGE_KIND
 
     values = adapter_importance(model_dir, subject, head=head)
     src = str(Path(model_dir))

@@ -130,7 +130,7 @@ class Stimuli:
         else:
             import h5py
 
-            from ..embed import read_rows
+            from ..embed.stimuli import read_rows
 
             try:
                 with h5py.File(self.source, "r") as f:

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 from braindecode_pkg import cli  # noqa: E402
 from braindecode_pkg.data.layout import NSDPaths  # noqa: E402
 from braindecode_pkg.errors import InputError  # noqa: E402
-from braindecode_pkg.models import clip as mclip  # noqa: E402
+from braindecode_pkg.decoders import clip as mclip  # noqa: E402
 from braindecode_pkg.weights_file import check_weights_file  # noqa: E402
 from tests.conftest import PickleBomb  # noqa: E402
 

@@ -13,7 +13,7 @@ def bench(load_benchmark):
 
 
 def test_both_modes_train_on_the_synthetic_file(bench, tmp_path, monkeypatch, one_thread):
-    from braindecode_pkg.embed import verify_embeddings
+    from braindecode_pkg.embed.stimuli import verify_embeddings
 
     monkeypatch.setenv("BRAINDECODE_HASH_CACHE", str(tmp_path / "hashes"))
     embed = tmp_path / "clip.h5"

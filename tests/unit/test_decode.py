@@ -192,11 +192,11 @@ def _stimuli(root, ids):
 def test_vae_latents_round_trip_and_latents_stage(tmp_path):
     """encode_latents → decode_latents gives the stimulus back at the decoder's size (the blurry
     image's source); the latents stage writes one latent per shown image, keyed by nsd_id."""
-    from braindecode_pkg.data import scenes as sc
-    from braindecode_pkg.embed import shown_images
+    from braindecode_pkg.sim import scenes as sc
+    from braindecode_pkg.embed.stimuli import shown_images
     from braindecode_pkg.data.layout import NSDPaths
-    from braindecode_pkg.latents import embed_latents
-    from braindecode_pkg.models.image_decoder import ImageDecoder, resize_uint8
+    from braindecode_pkg.embed.latents import embed_latents
+    from braindecode_pkg.decoders.image_decoder import ImageDecoder, resize_uint8
 
     dec = ImageDecoder.load("sim")
     attrs = sc.sample_scenes(np.random.default_rng(4), 6)
@@ -208,7 +208,7 @@ def test_vae_latents_round_trip_and_latents_stage(tmp_path):
     err = np.abs(back - small).mean(axis=(1, 2, 3))
     other = np.abs(back - np.roll(small, 1, axis=0)).mean(axis=(1, 2, 3))
     assert (err < other).all() and err.max() < 15, (err, other)  # grey levels of 255
-    from braindecode_pkg.data import sim
+    from braindecode_pkg.sim import world as sim
 
     sim.simulate(sim.sim_config("tiny", subjects=(1,), sessions=1), tmp_path / "sim")
     root = tmp_path / "sim/nsd"

@@ -29,10 +29,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
 from braindecode_pkg import cli, io  # noqa: E402
-from braindecode_pkg.data import sim  # noqa: E402
-from braindecode_pkg.embed import partial_path  # noqa: E402
+from braindecode_pkg.sim import world as sim  # noqa: E402
+from braindecode_pkg.embed.stimuli import partial_path  # noqa: E402
 from braindecode_pkg.errors import InputError  # noqa: E402
-from tests.unit.test_train import write_toy  # noqa: E402
+from tests.unit.brain.test_train import write_toy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "BRAINDECODE_HASH_CACHE": "none", "OMP_NUM_THREADS": "1"}
@@ -102,13 +102,13 @@ def leftovers(d: Path) -> list[str]:
 def world(tmp_path_factory):
     """A tiny nsd-sim (1 subject, 2 sessions), a tiny random CLIP, and reference outputs of
     uninterrupted runs."""
-    from braindecode_pkg.models import clip as mclip
-    from braindecode_pkg.models import train_clip
+    from braindecode_pkg.decoders import clip as mclip
+    from braindecode_pkg.sim.recipes import clip as train_clip
 
     root = tmp_path_factory.mktemp("faults")
     sim.simulate(sim.sim_config("tiny", subjects=(1,), sessions=2), root / "sim")
     torch.manual_seed(0)
-    train_clip.register_arch("bd-test-faults", train_clip.TINY_MODEL_CFG)
+    mclip.register_arch("bd-test-faults", train_clip.TINY_MODEL_CFG)
     mclip.save_local_dir(mclip.create_clip_model("bd-test-faults").eval(), root / "clip", train_clip.TINY_MODEL_CFG)
     w = {"root": root, "nsd": root / "sim" / "nsd", "clip": json.dumps({"local_dir": str(root / "clip")})}
     w["prep_argv"] = lambda out: ["preprocess", "--nsd-root", str(w["nsd"]), "--subject", "1", "--out", str(out),
@@ -243,7 +243,7 @@ def test_train_killed_from_outside_at_random_times(toy, tmp_path):
 
 
 def test_train_log_cut_mid_line_by_a_kill_is_repaired(tmp_path):
-    from braindecode_pkg.train import _open_log
+    from braindecode_pkg.brain.train import _open_log
 
     log = tmp_path / "train_log.tsv"
     log.write_text("step\tepoch\tlr\tloss\n1\t0.1\t0.001\t2.5\n2\t0.2\t0.001\t2.4\n3\t0.3\t0.001\t2.3\n1")
@@ -256,7 +256,7 @@ def test_train_log_cut_mid_line_by_a_kill_is_repaired(tmp_path):
 def test_preprocess_output_altered_on_disk_is_caught_by_the_stage_reading_it(world, toy, tmp_path, capsys):
     out = tmp_path / "subj01.h5"
     out.write_bytes(world["prep_ref"])
-    from braindecode_pkg.brain_data import load_subject
+    from braindecode_pkg.brain.data import load_subject
 
     assert load_subject(out).betas.shape[1] == 80  # verified, unaltered
     flip_byte(out, "betas", byte=4 * 80 * 700 + 2)
@@ -289,8 +289,8 @@ def test_hash_cache_entry_altered_on_disk_is_recomputed(tmp_path):
 
 
 def test_rendered_scene_cache_altered_on_disk_is_rendered_again(world, tmp_path, monkeypatch):
-    from braindecode_pkg.models import clip as mclip
-    from braindecode_pkg.models import train_clip
+    from braindecode_pkg.decoders import clip as mclip
+    from braindecode_pkg.sim.recipes import clip as train_clip
 
     enc = mclip.ClipEncoder.load(json.loads(world["clip"]))
     cache = tmp_path / "cache"

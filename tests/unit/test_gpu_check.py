@@ -13,9 +13,9 @@ def gc(load_benchmark):
 def test_step_flops_equal_a_hand_count(gc, one_thread):
     import torch
 
-    from braindecode_pkg.brain_data import BatchStream
-    from braindecode_pkg.models.brain import BrainModel
-    from braindecode_pkg.train import model_config_for
+    from braindecode_pkg.brain.data import BatchStream
+    from braindecode_pkg.brain.model import BrainModel
+    from braindecode_pkg.brain.train import model_config_for
 
     sizes = gc.SMOKE
     trials, targets = gc.synthetic(sizes)

@@ -131,7 +131,7 @@ def placeholder_weights(root: Path) -> Path:
     torch checkpoint), and a config that points there."""
     import torch
 
-    from braindecode_pkg.models import captioner
+    from braindecode_pkg.decoders import captioner
 
     clip = root / "clip/open_clip_pytorch_model.bin"
     unclip = root / "unclip"
@@ -178,8 +178,8 @@ def test_mindeye2_preset_plans_against_an_nsd_shaped_tree(tmp_path):
     # the training settings are ones the package accepts (a typo would only fail once the job runs)
     import dataclasses
 
-    from braindecode_pkg.models.brain import BrainConfig
-    from braindecode_pkg.train import load_run_config
+    from braindecode_pkg.brain.model import BrainConfig
+    from braindecode_pkg.brain.train import load_run_config
 
     for rule in ("pretrain", "adapt", "scratch"):
         args = shlex.split(j[rule][0]["cmd"].split(">")[0])

@@ -51,7 +51,7 @@ def test_tiny_pipeline_outputs(tiny_run):
 def test_tiny_pipeline_embeds_every_shown_image_with_the_shipped_clip(tiny_run):
     import json
 
-    from braindecode_pkg.models.clip import SHIPPED_SIM_CLIP
+    from braindecode_pkg.decoders.clip import SHIPPED_SIM_CLIP
 
     res = tiny_run / "results"
     shown = set()
@@ -195,7 +195,7 @@ def test_sim_models_trained_by_the_workflow_feed_the_embed_stage(tmp_path):
     assert sorted(p.name for p in (sim / "stages").iterdir()) == [
         "clip-1", "clip-2", *(f"image_decoder-{i}" for i in range(1, 9))]
     # stages.json records the chain as run (the decoder and captioner rules wrote it side by side)
-    from braindecode_pkg.models import sim_chain
+    from braindecode_pkg.sim.recipes import chain as sim_chain
 
     runs = json.loads((sim / "stages.json").read_text())["stages"]
     assert sim_chain.lineage_errors(runs, "tiny") == []

@@ -5,24 +5,24 @@
 
 rule pretrain:
     input:
-        prep=[prep_file(s) for s in PRETRAIN_SUBJECTS],
-        embed=EMBED,
-        latent=latent_input(),
+        prep=[plan.prep_file(s) for s in plan.pretrain_subjects],
+        embed=plan.embed,
+        latent=plan.latent_input(),
     output:
-        f"{BRAIN_MODELS}/pretrain/model.safetensors",
+        plan.model_file("pretrain", None),
     params:
-        prep=" ".join(f"{int(s)}={prep_file(s)}" for s in PRETRAIN_SUBJECTS),
-        sets=regime_sets("pretrain"),
-        heads=CLIP_HEADS,
-        latent=latent_opt,
+        prep=plan.prep_args(plan.pretrain_subjects),
+        sets=plan.regime_sets("pretrain"),
+        heads=plan.clip_heads,
+        latent=plan.latent_opt,
         out=lambda wc, output: os.path.dirname(output[0]),
-        launch=train_launcher,
-        threads=train_threads,
+        launch=plan.train_launcher,
+        threads=plan.train_threads,
     log:
         f"{RESULTS}/logs/brain/pretrain.log",
-    threads: job_threads("pretrain")
+    threads: plan.threads("pretrain")
     resources:
-        **job_resources("pretrain"),
+        **plan.resources("pretrain"),
     priority: PRIORITY["pretrain"]
     conda:
         "../envs/braindecode.yaml"
@@ -34,27 +34,27 @@ rule pretrain:
 
 rule adapt:
     input:
-        prep=prep_file(HELDOUT) if HELDOUT else [],
-        embed=EMBED,
-        latent=latent_input(),
+        prep=plan.prep_file(plan.heldout) if plan.heldout else [],
+        embed=plan.embed,
+        latent=plan.latent_input(),
         init=rules.pretrain.output[0],
     output:
-        f"{BRAIN_MODELS}/adapt-k{{k}}/model.safetensors",
+        plan.model_file("adapt-k{k}", None),
     wildcard_constraints:
         k=r"\d+",
     params:
-        subject=lambda wc: int(HELDOUT),
-        latent=latent_opt,
-        sets=regime_sets("adapt"),
+        subject=lambda wc: int(plan.heldout),
+        latent=plan.latent_opt,
+        sets=plan.regime_sets("adapt"),
         init=lambda wc, input: os.path.dirname(input.init),
         out=lambda wc, output: os.path.dirname(output[0]),
-        launch=train_launcher,
-        threads=train_threads,
+        launch=plan.train_launcher,
+        threads=plan.train_threads,
     log:
         f"{RESULTS}/logs/brain/adapt-k{{k}}.log",
-    threads: job_threads("adapt")
+    threads: plan.threads("adapt")
     resources:
-        **job_resources("adapt"),
+        **plan.resources("adapt"),
     priority: PRIORITY["adapt"]
     conda:
         "../envs/braindecode.yaml"
@@ -66,26 +66,26 @@ rule adapt:
 
 rule scratch:
     input:
-        prep=prep_file(HELDOUT) if HELDOUT else [],
-        embed=EMBED,
-        latent=latent_input(),
+        prep=plan.prep_file(plan.heldout) if plan.heldout else [],
+        embed=plan.embed,
+        latent=plan.latent_input(),
     output:
-        f"{BRAIN_MODELS}/scratch-k{{k}}/model.safetensors",
+        plan.model_file("scratch-k{k}", None),
     wildcard_constraints:
         k=r"\d+",
     params:
-        subject=lambda wc: int(HELDOUT),
-        sets=regime_sets("scratch"),
-        heads=CLIP_HEADS,
-        latent=latent_opt,
+        subject=lambda wc: int(plan.heldout),
+        sets=plan.regime_sets("scratch"),
+        heads=plan.clip_heads,
+        latent=plan.latent_opt,
         out=lambda wc, output: os.path.dirname(output[0]),
-        launch=train_launcher,
-        threads=train_threads,
+        launch=plan.train_launcher,
+        threads=plan.train_threads,
     log:
         f"{RESULTS}/logs/brain/scratch-k{{k}}.log",
-    threads: job_threads("scratch")
+    threads: plan.threads("scratch")
     resources:
-        **job_resources("scratch"),
+        **plan.resources("scratch"),
     priority: PRIORITY["scratch"]
     conda:
         "../envs/braindecode.yaml"
@@ -97,23 +97,23 @@ rule scratch:
 
 rule ridge:
     input:
-        prep=lambda wc: prep_file(wc.subject),
-        embed=EMBED,
+        prep=lambda wc: plan.prep_file(wc.subject),
+        embed=plan.embed,
     output:
-        f"{BRAIN_MODELS}/ridge-{{sel}}/subj{{subject}}/model.safetensors",
+        plan.model_file("ridge-{sel}", "{subject}"),
     wildcard_constraints:
         sel=r"all|k\d+",
         subject=r"\d\d",
     params:
         sessions=lambda wc: "all" if wc.sel == "all" else f"first:{wc.sel[1:]}",
-        heads=RIDGE_HEADS,  # ridge maps to CLIP heads only (brain.ridge_heads; default the model's)
+        heads=plan.ridge_heads,  # ridge maps to CLIP heads only (brain.ridge_heads; default the model's)
         out=lambda wc, output: os.path.dirname(output[0]),
         cli=CLI,
     log:
         f"{RESULTS}/logs/brain/ridge-{{sel}}-subj{{subject}}.log",
-    threads: job_threads("ridge")
+    threads: plan.threads("ridge")
     resources:
-        **job_resources("ridge"),
+        **plan.resources("ridge"),
     priority: PRIORITY["ridge"]
     conda:
         "../envs/braindecode.yaml"
@@ -124,10 +124,10 @@ rule ridge:
 
 rule infer:
     input:
-        model=method_model,
-        prep=lambda wc: prep_file(wc.subject),
+        model=plan.method_model,
+        prep=lambda wc: plan.prep_file(wc.subject),
     output:
-        f"{RESULTS}/brain/{{method}}/subj{{subject}}.h5",
+        plan.brain_file("{method}", "{subject}"),
     wildcard_constraints:
         method=r"pretrain|(adapt|scratch|ridge)-k\d+|ridge-all",
         subject=r"\d\d",
@@ -136,10 +136,10 @@ rule infer:
         cli=CLI,
     log:
         f"{RESULTS}/logs/brain/infer-{{method}}-subj{{subject}}.log",
-    threads: job_threads("infer")
+    threads: plan.threads("infer")
     resources:
-        **job_resources("infer"),
-    priority: infer_priority
+        **plan.resources("infer"),
+    priority: plan.infer_priority
     conda:
         "../envs/braindecode.yaml"
     shell:

@@ -1,24 +1,24 @@
 rule embed:
     input:
-        nsd_ready,
-        clip_input(),
+        plan.nsd_ready,
+        plan.clip_input(),
     output:
-        f"{RESULTS}/embed/clip.h5",
+        plan.embed,
     params:
-        root=NSD_ROOT,
-        subjects=",".join(str(s) for s in config["subjects"]),
-        sessions=shlex.quote(config["preprocess"]["sessions"]),
-        clip=model_arg("clip"),
-        sim_clip=sim_dir_opt("clip", "--sim-clip"),
+        root=plan.nsd_root,
+        subjects=plan.subjects_arg,
+        sessions=plan.sessions_arg,
+        clip=plan.model_arg("clip"),
+        sim_clip=plan.sim_dir_opt("clip"),
         what=config["embed"]["what"],
         dtype=config["embed"].get("dtype", "float32"),
         batch=config["embed"]["batch_size"],
         cli=CLI,
     log:
         f"{RESULTS}/logs/embed.log",
-    threads: job_threads("embed")
+    threads: plan.threads("embed")
     resources:
-        **job_resources("embed"),
+        **plan.resources("embed"),
     priority: PRIORITY["embed"]
     conda:
         "../envs/braindecode.yaml"
@@ -32,22 +32,22 @@ rule embed:
 rule latents:
     # the low-level head's targets (only when brain.heads names "latent")
     input:
-        nsd_ready,
-        trained_sim_input("image_decoder"),
+        plan.nsd_ready,
+        plan.trained_sim_input("image_decoder"),
     output:
-        LATENT,
+        plan.latent,
     params:
-        root=NSD_ROOT,
-        subjects=",".join(str(s) for s in config["subjects"]),
-        sessions=shlex.quote(config["preprocess"]["sessions"]),
-        image_decoder=model_arg("image_decoder"),
-        sim=sim_dir_opt("image_decoder", "--sim-image-decoder"),
+        root=plan.nsd_root,
+        subjects=plan.subjects_arg,
+        sessions=plan.sessions_arg,
+        image_decoder=plan.model_arg("image_decoder"),
+        sim=plan.sim_dir_opt("image_decoder"),
         cli=CLI,
     log:
         f"{RESULTS}/logs/latents.log",
-    threads: job_threads("latents")
+    threads: plan.threads("latents")
     resources:
-        **job_resources("latents"),
+        **plan.resources("latents"),
     priority: PRIORITY["latents"]
     conda:
         "../envs/braindecode.yaml"

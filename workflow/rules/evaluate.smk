@@ -3,33 +3,33 @@
 # group of one subject's methods in one process (CLIP, METEOR's Java and the stimuli load once).
 
 
-for _g, (_s, _ms) in method_groups().items():
+for _g, (_s, _ms) in plan.method_groups().items():
 
     rule:
         name:
             f"evaluate_{_g}"
         input:
-            brain=[f"{RESULTS}/brain/{m}/subj{_s}.h5" for m in _ms],
-            decode=[f"{DECODE}/{m}/subj{_s}/decode.h5" for m in _ms],
-            embed=EMBED,
-            sim=nsd_ready,  # the simulation's truth (scene attributes) comes with it
-            models=trained_sim_input("clip"),
+            brain=[plan.brain_file(m, _s) for m in _ms],
+            decode=[f"{plan.decode_out(m, _s)}/decode.h5" for m in _ms],
+            embed=plan.embed,
+            sim=plan.nsd_ready,  # the simulation's truth (scene attributes) comes with it
+            models=plan.trained_sim_input("clip"),
         output:
-            [f"{EVAL}/parts/{m}/subj{_s}.h5" for m in _ms],
+            [plan.part_file(m, _s) for m in _ms],
         params:
-            decode=" ".join(f"{DECODE}/{m}/subj{_s}" for m in _ms),
-            root=NSD_ROOT,
-            truth=f"--truth {SIM_TRUTH}/subj{_s}.h5" if SIMULATED else "",
-            clip=model_arg("clip"),
-            sim_clip=sim_dir_opt("clip", "--sim-clip"),
-            weights=shlex.quote(json.dumps({k: v for k, v in config["evaluate"]["feature_weights"].items() if v})),
+            decode=" ".join(plan.decode_out(m, _s) for m in _ms),
+            root=plan.nsd_root,
+            truth=plan.truth_opt(_s),
+            clip=plan.model_arg("clip"),
+            sim_clip=plan.sim_dir_opt("clip"),
+            weights=plan.feature_weights_arg(),
             cli=CLI,
         log:
             f"{RESULTS}/logs/eval/{_g}.log",
-        threads: job_threads("evaluate")
+        threads: plan.threads("evaluate")
         resources:
-            **job_resources("evaluate"),
-        priority: PRIORITY["evaluate_main" if on_main_chain(_ms) else "evaluate"]
+            **plan.resources("evaluate"),
+        priority: plan.group_priority("evaluate", _ms)
         conda:
             "../envs/braindecode.yaml"
         shell:
@@ -41,23 +41,20 @@ for _g, (_s, _ms) in method_groups().items():
 rule preprocess_psc:
     # nsd-sim's oracle needs the betas in PSC units (the truth's), not z-scored
     input:
-        nsd_ready,
+        plan.nsd_ready,
     output:
         f"{RESULTS}/prep-psc/subj{{subject}}.h5",
     wildcard_constraints:
         subject=r"\d\d",
     params:
-        root=NSD_ROOT,
-        opts=lambda wc: " ".join(
-            f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
-            for k, v in {**config["preprocess"], "normalisation": "none"}.items()
-        ),
+        root=plan.nsd_root,
+        opts=plan.stage_opts("preprocess", normalisation="none"),
         cli=CLI,
     log:
         f"{RESULTS}/logs/preprocess/psc-subj{{subject}}.log",
-    threads: job_threads("preprocess_psc")
+    threads: plan.threads("preprocess_psc")
     resources:
-        **job_resources("preprocess_psc"),
+        **plan.resources("preprocess_psc"),
     priority: PRIORITY["preprocess_psc"]
     conda:
         "../envs/braindecode.yaml"
@@ -69,19 +66,19 @@ rule preprocess_psc:
 rule oracle:
     input:
         psc=f"{RESULTS}/prep-psc/subj{{subject}}.h5",
-        sim=nsd_ready,
+        sim=plan.nsd_ready,
     output:
-        f"{EVAL}/parts/oracle/subj{{subject}}.h5",
+        plan.part_file("oracle", "{subject}"),
     wildcard_constraints:
         subject=r"\d\d",
     params:
-        truth=lambda wc: f"{SIM_TRUTH}/subj{wc.subject}.h5",
+        truth=lambda wc: f"{plan.sim_truth}/subj{wc.subject}.h5",
         cli=CLI,
     log:
         f"{RESULTS}/logs/eval/oracle-subj{{subject}}.log",
-    threads: job_threads("oracle")
+    threads: plan.threads("oracle")
     resources:
-        **job_resources("oracle"),
+        **plan.resources("oracle"),
     priority: PRIORITY["oracle"]
     conda:
         "../envs/braindecode.yaml"
@@ -91,17 +88,17 @@ rule oracle:
 
 rule collect:
     input:
-        eval_parts(),
+        plan.eval_parts(),
     output:
-        tsv=f"{EVAL}/metrics.tsv",
-        json=f"{EVAL}/metrics.json",
+        tsv=f"{plan.eval_dir}/metrics.tsv",
+        json=f"{plan.eval_dir}/metrics.json",
     params:
         cli=CLI,
     log:
         f"{RESULTS}/logs/eval/collect.log",
-    threads: job_threads("collect")
+    threads: plan.threads("collect")
     resources:
-        **job_resources("collect"),
+        **plan.resources("collect"),
     conda:
         "../envs/braindecode.yaml"
     shell:
@@ -110,27 +107,27 @@ rule collect:
 
 rule report:
     input:
-        metrics=f"{EVAL}/metrics.tsv",
-        decodes=[f"{DECODE}/{m}/subj{s}/decode.h5" for m, s in decode_methods()],
-        embed=EMBED,
-        preps=[prep_file(s) for s in SUBJECTS],
-        models=sorted({model_file(m, s) for m, s in brain_methods()}),
+        metrics=f"{plan.eval_dir}/metrics.tsv",
+        decodes=[f"{plan.decode_out(m, s)}/decode.h5" for m, s in plan.decode_methods()],
+        embed=plan.embed,
+        preps=[plan.prep_file(s) for s in plan.subjects],
+        models=sorted({plan.model_file(m, s) for m, s in plan.brain_methods()}),
     output:
         f"{RESULTS}/report/index.html",
     params:
-        root=NSD_ROOT,
+        root=plan.nsd_root,
         decode=lambda wc, input: parent(input.decodes[0], 3),  # DECODE/{method}/subjAA/decode.h5
         models=lambda wc, input: parent(input.models[0], 2),  # BRAIN_MODELS/{method}/model.safetensors
-        preps=" ".join(f"{s}={prep_file(s)}" for s in SUBJECTS),
-        heldout=f"--heldout {HELDOUT}" if HELDOUT else "",
-        config=shlex.quote(json.dumps(config, sort_keys=True)),
-        simulated="--simulated" if SIMULATED else "",
+        preps=" ".join(f"{s}={plan.prep_file(s)}" for s in plan.subjects),
+        heldout=f"--heldout {plan.heldout}" if plan.heldout else "",
+        config=plan.config_arg(),
+        simulated="--simulated" if plan.simulated else "",
         cli=CLI,
     log:
         f"{RESULTS}/logs/report.log",
-    threads: job_threads("report")
+    threads: plan.threads("report")
     resources:
-        **job_resources("report"),
+        **plan.resources("report"),
     conda:
         "../envs/braindecode.yaml"
     shell:

@@ -1,22 +1,19 @@
 rule preprocess:
     input:
-        nsd_ready,
+        plan.nsd_ready,
     output:
         f"{RESULTS}/prep/subj{{subject}}.h5",
     wildcard_constraints:
         subject=r"\d\d",
     params:
-        root=NSD_ROOT,
-        opts=lambda wc: " ".join(
-            f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
-            for k, v in config["preprocess"].items()
-        ),
+        root=plan.nsd_root,
+        opts=plan.stage_opts("preprocess"),
         cli=CLI,
     log:
         f"{RESULTS}/logs/preprocess/subj{{subject}}.log",
-    threads: job_threads("preprocess")
+    threads: plan.threads("preprocess")
     resources:
-        **job_resources("preprocess"),
+        **plan.resources("preprocess"),
     priority: PRIORITY["preprocess"]
     conda:
         "../envs/braindecode.yaml"

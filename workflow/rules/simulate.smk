@@ -1,17 +1,17 @@
 rule simulate:
     output:
-        manifest=f"{RESULTS}/sim/sim_truth/manifest.json",
+        manifest=plan.sim_manifest,
     params:
         preset=config["sim"]["preset"],
         seed=config["sim"]["seed"],
-        sets=sim_overrides(),
-        out=lambda wc, output: os.path.dirname(os.path.dirname(output.manifest)),
+        sets=plan.sim_overrides(),
+        out=lambda wc, output: parent(output.manifest, 2),
         cli=CLI,
     log:
         f"{RESULTS}/logs/simulate.log",
-    threads: job_threads("simulate")
+    threads: plan.threads("simulate")
     resources:
-        **job_resources("simulate"),
+        **plan.resources("simulate"),
     conda:
         "../envs/braindecode.yaml"
     shell:

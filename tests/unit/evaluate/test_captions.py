@@ -115,7 +115,7 @@ def test_clip_s_hand_values():
 
 
 def _attrs():
-    from braindecode_pkg.data import scenes as sc
+    from braindecode_pkg.sim import scenes as sc
 
     S, C = sc.SHAPES.index, sc.COLOURS.index
     return {  # red circle | blue square + green star | yellow circle | yellow circle

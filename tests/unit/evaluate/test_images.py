@@ -133,7 +133,7 @@ def test_two_way_is_mindeye_corrcoef_and_blocks_agree():
     r = np.corrcoef(true.reshape(9, -1), pred.reshape(9, -1))[:9, 9:]
     np.testing.assert_array_equal(got, np.sum(r < np.diag(r), 0) / 8)
     np.testing.assert_array_equal(im.two_way(pred, true, block_elems=41), got)  # blocks of 2 rows
-    from braindecode_pkg.models import train_image_decoder as tid
+    from braindecode_pkg.sim.recipes import image_decoder as tid
 
     assert tid.two_way_identification(pred.reshape(9, -1), true.reshape(9, -1)) == pytest.approx(got.mean())
 
@@ -171,7 +171,7 @@ class _MeanColourEncoder:
 
 
 def test_clip_features_and_clip_two_way():
-    from braindecode_pkg.models import train_image_decoder as tid
+    from braindecode_pkg.sim.recipes import image_decoder as tid
 
     enc = _MeanColourEncoder()
     a = _rand_u8(4, 13, 8)

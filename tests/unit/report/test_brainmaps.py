@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from braindecode_pkg.errors import InputError
-from braindecode_pkg.models.brain import BrainConfig, BrainModel
-from braindecode_pkg.report import adapter_importance, brain_map_entry, voxel_volume
-from braindecode_pkg.ridge import RidgeModel
+from braindecode_pkg.brain.model import BrainConfig, BrainModel
+from braindecode_pkg.report.brainmaps import adapter_importance, brain_map_entry, voxel_volume
+from braindecode_pkg.brain.ridge import RidgeModel
 
 AFFINE = np.array([[1.8, 0, 0, -3.6], [0, 1.8, 0, 5.4], [0, 0, 1.8, -7.2], [0, 0, 0, 1.0]])
 

@@ -19,10 +19,12 @@ import torch
 from PIL import Image
 
 from braindecode_pkg.errors import InputError
-from braindecode_pkg.models.brain import BrainConfig, BrainModel
-from braindecode_pkg.report import brain_map_entry, build_report, find_decode_dirs
+from braindecode_pkg.brain.model import BrainConfig, BrainModel
+from braindecode_pkg.report.brainmaps import brain_map_entry
+from braindecode_pkg.report.build import build_report
+from braindecode_pkg.report.grid import find_decode_dirs
 from braindecode_pkg.report.page import h
-from braindecode_pkg.ridge import RidgeModel
+from braindecode_pkg.brain.ridge import RidgeModel
 
 VOID = {"img", "br", "hr", "meta", "col", "wbr", "input", "link"}
 AFF1 = np.diag([1.8, 1.8, 1.8, 1.0])
