@@ -383,10 +383,110 @@ def _gather_targets(arr, rows):
     return x.index_select(0, torch.from_numpy(inv).to(x.device))
 
 
+class _Batches:
+    """The training data on the device and how one step's local batch is drawn from it."""
+
+    def __init__(self, trials: dict, targets, heads, tcfg: TrainConfig, dev):
+        import torch
+
+        keys = list(trials)
+        self.tcfg, self.heads, self.dev = tcfg, heads, dev
+        self.betas = {k: torch.from_numpy(np.ascontiguousarray(trials[k].betas)).to(dev) for k in keys}
+        self.trow = {k: torch.from_numpy(targets.rows(trials[k].nsd_id)).to(dev) for k in keys}
+        self.tarr = {h: _place_targets(targets.arrays[h], tcfg.targets_on, dev) for h in heads}
+        self.img_of, self.img_mean = {}, {}
+        if tcfg.average_repeats > 0:  # the test protocol averages repeats: show the model such inputs too
+            for k in keys:
+                u, inv = np.unique(trials[k].nsd_id, return_inverse=True)
+                sums = np.zeros((len(u), trials[k].n_voxels), np.float64)
+                np.add.at(sums, inv, trials[k].betas)
+                self.img_mean[k] = torch.from_numpy((sums / np.bincount(inv)[:, None]).astype(np.float32)).to(dev)
+                self.img_of[k] = torch.from_numpy(inv).to(dev)
+
+    def draw(self, local: dict, lcfg, use_mix: bool):
+        """``(batch, targets, mix)``: the inputs per subject, the targets per head, and (MixCo) the
+        local permutation and mixing weights, or None."""
+        import torch
+
+        from .losses import mixco
+
+        batch, tgt_rows = {}, []
+        perms, mbetas, offset = [], [], 0
+        for k, rows in local.items():
+            r = torch.from_numpy(rows).to(self.dev)
+            x = self.betas[k].index_select(0, r)
+            if self.tcfg.average_repeats > 0:
+                sel = (torch.rand(len(rows)) < self.tcfg.average_repeats).to(self.dev)
+                x = torch.where(sel[:, None], self.img_mean[k].index_select(0, self.img_of[k].index_select(0, r)), x)
+            if use_mix:
+                x, perm, b = mixco(x, lcfg.mixco_beta, lcfg.mixco_prob)
+                perms.append(perm + offset)
+                mbetas.append(b)
+            offset += len(rows)
+            batch[k] = x
+            tgt_rows.append(self.trow[k].index_select(0, r))
+        tr = torch.cat(tgt_rows)
+        tgt = {h: _gather_targets(self.tarr[h], tr) for h in self.heads}
+        mix = (torch.cat(perms), torch.cat(mbetas), offset) if use_mix else None
+        return batch, tgt, mix
+
+
+def _global_loss(lcfg, out: dict, tgt: dict, heads, frac: float, mix_local, rank: int):
+    """The global batch's loss: every process's outputs (with grad) and targets gathered."""
+    from .losses import total_loss
+
+    gout = {h: _gather_with_grad(out[h].float()) for h in heads}
+    gtgt = {h: _gather(tgt[h]) for h in heads}
+    mix = None
+    if mix_local is not None:
+        perm, b, n_local = mix_local
+        mix = (_gather(perm + rank * n_local), _gather(b))
+    loss, parts = total_loss(lcfg, gout, gtgt, frac=frac, mix=mix)
+    prior_loss = out.get("prior_loss")
+    if prior_loss is not None:
+        loss = loss + lcfg.prior * prior_loss.float()
+        parts["prior"] = float(prior_loss.detach()) * lcfg.prior
+    return loss, parts
+
+
+def _resume_step(out_dir: Path, resume: bool, signature: str, pmodel, optimizer, accel) -> int:
+    """The step to start from: the newest trustworthy checkpoint's, else 0 (stale ones removed)."""
+    ckpt = None
+    for c in _checkpoints(out_dir) if resume else []:
+        why = checkpoint_problem(c)
+        if why is None:
+            ckpt = c
+            break
+        if accel.is_main_process:
+            print(f"[train] {c}: {why}; not resuming from it", file=sys.stderr)
+    start = 0
+    if ckpt is not None:
+        st = json.loads((ckpt / "state.json").read_text())
+        if st.get("signature") != signature:
+            raise InputError(f"{ckpt}: checkpoint of a run with another configuration or data; "
+                             f"remove {out_dir / CKPT_DIR} (or pass --restart) to start over")
+        start = _load_checkpoint(ckpt, pmodel, optimizer, accel)
+    elif accel.is_main_process and (out_dir / CKPT_DIR).exists():
+        shutil.rmtree(out_dir / CKPT_DIR)
+    accel.wait_for_everyone()
+    return start
+
+
+def _set_lrs(optimizer, tcfg: TrainConfig, step: int, total: int, freeze: int, adapting: bool) -> float:
+    """Each group's learning rate at ``step`` (new adapters alone while the shared parts are frozen)."""
+    f = _lr_factor(step, total, tcfg)
+    for g in optimizer.param_groups:
+        scale = 1.0
+        if g["role"] != "new" and adapting:
+            scale = 0.0 if step < freeze else tcfg.shared_lr_scale
+        g["lr"] = tcfg.lr * f * scale
+    return f
+
+
 def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(), progress: bool = True,
         info: dict | None = None, resume: bool = True, stop_after: int | None = None) -> dict:
-    """Train ``model`` on ``trials`` (subject id → :class:`~.brain_data.SubjectTrials`) towards
-    ``targets`` (:class:`~.brain_data.Targets`) and save it in ``out_dir``; returns the summary.
+    """Train ``model`` on ``trials`` (subject id → :class:`~.data.SubjectTrials`) towards
+    ``targets`` (:class:`~.data.Targets`) and save it in ``out_dir``; returns the summary.
 
     ``new_subjects``: adapters that are new (adapt: they alone learn while the shared parts are
     frozen, and the shared parts use ``shared_lr_scale``). ``stop_after``: leave after this many
@@ -397,7 +497,6 @@ def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(
     from accelerate.utils import DistributedDataParallelKwargs
 
     from .data import BatchStream
-    from .losses import mixco, total_loss
 
     tcfg, lcfg = run.training(), run.losses()
     out_dir = Path(out_dir)
@@ -423,17 +522,7 @@ def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(
     freeze = tcfg.freeze_shared_steps
     freeze = int(round(freeze * total)) if 0 < freeze < 1 else int(freeze)
     dev = accel.device
-    betas = {k: torch.from_numpy(np.ascontiguousarray(trials[k].betas)).to(dev) for k in keys}
-    trow = {k: torch.from_numpy(targets.rows(trials[k].nsd_id)).to(dev) for k in keys}
-    tarr = {h: _place_targets(targets.arrays[h], tcfg.targets_on, dev) for h in heads}
-    img_of, img_mean = {}, {}
-    if tcfg.average_repeats > 0:  # the test protocol averages repeats: show the model such inputs too
-        for k in keys:
-            u, inv = np.unique(trials[k].nsd_id, return_inverse=True)
-            sums = np.zeros((len(u), trials[k].n_voxels), np.float64)
-            np.add.at(sums, inv, trials[k].betas)
-            img_mean[k] = torch.from_numpy((sums / np.bincount(inv)[:, None]).astype(np.float32)).to(dev)
-            img_of[k] = torch.from_numpy(inv).to(dev)
+    data = _Batches(trials, targets, heads, tcfg, dev)
 
     signature = _signature({
         "run": run.to_dict(), "model": model.config.to_dict(), "new": sorted(new_subjects),
@@ -445,37 +534,9 @@ def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(
     optimizer = torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, 0.95), eps=1e-8)
     pmodel, optimizer = accel.prepare(model, optimizer)
     unwrapped = accel.unwrap_model(pmodel)
+    start = _resume_step(out_dir, resume, signature, pmodel, optimizer, accel)
 
-    start = 0
-    ckpt = None
-    for c in _checkpoints(out_dir) if resume else []:
-        why = checkpoint_problem(c)
-        if why is None:
-            ckpt = c
-            break
-        if accel.is_main_process:
-            print(f"[train] {c}: {why}; not resuming from it", file=sys.stderr)
-    if ckpt is not None:
-        st = json.loads((ckpt / "state.json").read_text())
-        if st.get("signature") != signature:
-            raise InputError(f"{ckpt}: checkpoint of a run with another configuration or data; "
-                             f"remove {out_dir / CKPT_DIR} (or pass --restart) to start over")
-        start = _load_checkpoint(ckpt, pmodel, optimizer, accel)
-    elif accel.is_main_process and (out_dir / CKPT_DIR).exists():
-        shutil.rmtree(out_dir / CKPT_DIR)
-    accel.wait_for_everyone()
-
-    log_path = out_dir / LOG_NAME
-    log = None
-    if accel.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log = _open_log(log_path, start)
-    bar = None
-    if progress and accel.is_main_process:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=start, unit="step", desc=f"train {','.join(keys)}", file=sys.stderr,
-                   dynamic_ncols=True)
+    log, bar = _outputs(out_dir, start, total, keys, progress, accel)
 
     pmodel.train()
     t_start = time.perf_counter()
@@ -486,51 +547,16 @@ def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(
     while step < end:
         t0 = time.perf_counter()
         frac = step / total
-        f = _lr_factor(step, total, tcfg)
-        for g in optimizer.param_groups:
-            scale = 1.0
-            if g["role"] != "new" and new_subjects:
-                scale = 0.0 if step < freeze else tcfg.shared_lr_scale
-            g["lr"] = tcfg.lr * f * scale
-        local = stream.local(step, rank, world)
-        batch, tgt_rows, mix = {}, [], None
+        f = _set_lrs(optimizer, tcfg, step, total, freeze, bool(new_subjects))
         use_mix = lcfg.uses_mixco(frac)
-        perms, mbetas, offset = [], [], 0
-        for k, rows in local.items():
-            r = torch.from_numpy(rows).to(dev)
-            x = betas[k].index_select(0, r)
-            if tcfg.average_repeats > 0:
-                sel = (torch.rand(len(rows)) < tcfg.average_repeats).to(dev)
-                x = torch.where(sel[:, None], img_mean[k].index_select(0, img_of[k].index_select(0, r)), x)
-            if use_mix:
-                x, perm, b = mixco(x, lcfg.mixco_beta, lcfg.mixco_prob)
-                perms.append(perm + offset)
-                mbetas.append(b)
-            offset += len(rows)
-            batch[k] = x
-            tgt_rows.append(trow[k].index_select(0, r))
-        tr = torch.cat(tgt_rows)
-        tgt = {h: _gather_targets(tarr[h], tr) for h in heads}
+        batch, tgt, mix_local = data.draw(stream.local(step, rank, world), lcfg, use_mix)
         ptgt = None
         if unwrapped.prior is not None and lcfg.prior > 0:
             pt = unwrapped.config.prior["target"]
             ptgt = _prior_target(tgt[pt], pt)
         with accel.autocast():
             out = pmodel(batch, prior_target=ptgt)
-        prior_loss = out.get("prior_loss")
-        # the global batch's loss: gather every process's outputs (with grad) and targets
-        gout = {h: _gather_with_grad(out[h].float()) for h in heads}
-        gtgt = {h: _gather(tgt[h]) for h in heads}
-        if use_mix:
-            n_local = offset
-            perm = torch.cat(perms)
-            b = torch.cat(mbetas)
-            gperm = _gather(perm + rank * n_local)
-            mix = (gperm, _gather(b))
-        loss, parts = total_loss(lcfg, gout, gtgt, frac=frac, mix=mix)
-        if prior_loss is not None:
-            loss = loss + lcfg.prior * prior_loss.float()
-            parts["prior"] = float(prior_loss.detach()) * lcfg.prior
+        loss, parts = _global_loss(lcfg, out, tgt, heads, frac, mix_local, rank)
         optimizer.zero_grad(set_to_none=True)
         accel.backward(loss)
         if tcfg.grad_clip:
@@ -566,23 +592,44 @@ def fit(model, trials: dict, targets, out_dir, *, run: RunConfig, new_subjects=(
         "batch_size": stream.batch_size, "per_epoch": stream.per_epoch, "world_size": world,
         "precision": precision, "device": str(dev), "seconds": seconds,
         "samples_per_s": n_samples / max(seconds, 1e-9), "last": last,
-        "subjects": {k: {"trials": len(trials[k]), "voxels": trials[k].n_voxels, "sessions": trials[k].sessions,
-                         "prep": str(trials[k].path)} for k in keys},
+        "subjects": {k: {"trials": len(t), "voxels": t.n_voxels, "sessions": t.sessions, "prep": str(t.path)}
+                     for k, t in trials.items()},
         "targets": targets.source, "signature": signature, "run_config": run.to_dict(),
     }
     if step >= total:
-        if accel.is_main_process:
-            unwrapped.eval()
-            unwrapped.save_pretrained(out_dir, info={**(info or {}), "training": {
-                k: summary[k] for k in ("steps", "epochs", "batch_size", "world_size", "precision", "subjects",
-                                        "targets", "signature", "run_config")}})
-            from ..io import atomic_path
-
-            with atomic_path(out_dir / SUMMARY_NAME) as tmp:
-                tmp.write_text(json.dumps(summary, indent=1, default=str) + "\n")
-            shutil.rmtree(out_dir / CKPT_DIR, ignore_errors=True)
+        _save_final(out_dir, unwrapped, summary, info, accel)
     accel.wait_for_everyone()
     return summary
+
+
+def _outputs(out_dir: Path, start: int, total: int, keys, progress: bool, accel):
+    """The training log (cut back to ``start``) and the progress bar, on the main process (else None)."""
+    if not accel.is_main_process:
+        return None, None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = _open_log(out_dir / LOG_NAME, start)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, unit="step", desc=f"train {','.join(keys)}", file=sys.stderr,
+                   dynamic_ncols=True)
+    return log, bar
+
+
+def _save_final(out_dir: Path, model, summary: dict, info, accel) -> None:
+    """The trained model, its summary, and no more checkpoints (the main process)."""
+    if not accel.is_main_process:
+        return
+    from ..io import atomic_path
+
+    model.eval()
+    model.save_pretrained(out_dir, info={**(info or {}), "training": {
+        k: summary[k] for k in ("steps", "epochs", "batch_size", "world_size", "precision", "subjects",
+                                "targets", "signature", "run_config")}})
+    with atomic_path(out_dir / SUMMARY_NAME) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    shutil.rmtree(out_dir / CKPT_DIR, ignore_errors=True)
 
 
 def _prior_target(t, head):

@@ -34,11 +34,7 @@ LAYERS = [
 
 #: functions allowed over MAX_LINES, each with the reason it stays whole
 MAX_LINES = 120
-LONG_FUNCTIONS: dict[str, str] = {
-    "brain.train.fit": "the training loop; split next",
-    "sim.recipes.clip.train": "the CLIP recipe's loop; split next",
-    "sim.recipes.captioner.train": "the captioner recipe's loop; split next",
-}
+LONG_FUNCTIONS: dict[str, str] = {}
 
 
 def _modules() -> dict[str, Path]:

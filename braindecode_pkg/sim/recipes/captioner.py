@@ -282,6 +282,116 @@ def _head(pairs: dict, n: int) -> dict:
 
 
 # --------------------------------------------------------------------------------- training
+def _training_pairs(clip, sim_clip, pairs, exclude_ids, seed: int, recipe: Recipe, cache_dir, workers: int,
+                    progress: bool, device):
+    """``(train, heldout, clip_info)``: embeddings and captions to train and score on (nsd-sim
+    scenes embedded by ``clip``, an embeddings file, or given pairs), and what made them."""
+    clip_info: dict = {}
+    if pairs is None:
+        from ...decoders.clip import ClipEncoder, parse_clip_config
+        from ...io import sha256_file
+
+        enc = ClipEncoder.load(parse_clip_config(clip, sim_dir=sim_clip), device=device)
+        clip_info = {"name": enc.config.name, "embed_dim": enc.embed_dim,
+                     # the nsd-sim CLIP is recorded as "sim" (a path would not travel); its
+                     # weights' digest tells which one
+                     "config": "sim" if clip == "sim" else enc.config.to_dict(),
+                     "weights_sha256": sha256_file(enc.config.weights)}
+        train_set = sim_pairs(enc, seed, _P_TRAIN, recipe.n_train, recipe.n_captions, cache_dir, workers, progress)
+        heldout = sim_pairs(enc, seed, _P_HELDOUT, recipe.n_heldout, 1, cache_dir, workers, progress)
+        del enc
+    else:
+        if isinstance(pairs, (tuple, list)):
+            train_set, heldout = pairs
+        else:
+            train_set, heldout = h5_pairs(pairs, exclude_ids, recipe.n_heldout, seed)
+        clip_info = {"embed_dim": int(np.shape(train_set["embeds"])[1]),
+                     "source": str(pairs) if not isinstance(pairs, (tuple, list)) else "in memory"}
+        if isinstance(clip, (str, dict)) and clip != "sim":
+            clip_info["config"] = clip
+    return train_set, heldout, clip_info
+
+
+def _captioner_to_train(train_set: dict, lm_dir, seed: int, recipe: Recipe, clip_info: dict, device):
+    """``(captioner, trainable modules, parameter counts)``: a fresh mapper in front of a new
+    nsd-sim GPT-2 (its tokenizer built from the training captions) or the local ``lm_dir``."""
+    from ...decoders import captioner as mcap
+
+    _seed_torch(seed, _P_INIT)
+    if lm_dir is None:
+        tokenizer = build_tokenizer([c for cs in train_set["captions"] for c in cs], recipe.vocab_size)
+        lm_model = build_lm(tokenizer, recipe.lm_cfg)
+        lm_model.config._name_or_path = "nsd-sim-gpt2"
+    else:
+        lm_model, tokenizer = mcap.load_lm(lm_dir)
+    lm_model.train()
+    if not recipe.train_lm:
+        for p in lm_model.parameters():
+            p.requires_grad_(False)
+        lm_model.eval()
+    d = int(train_set["embeds"].shape[1])
+    mapper = mcap.Mapper(d, mcap._lm_dim(lm_model), recipe.prefix_length, kind=recipe.mapper,
+                         hidden=recipe.mapper_hidden, clip_length=recipe.prefix_length,
+                         n_layers=recipe.mapper_layers)
+    mapper.to(device)
+    lm_model.to(device)
+    cap = mcap.Captioner(mapper, lm_model, tokenizer, meta={"clip": clip_info}, device=device)
+    trainable = [mapper] + ([lm_model] if recipe.train_lm else [])
+    n_params = {"mapper": int(sum(p.numel() for p in mapper.parameters())),
+                "lm": int(sum(p.numel() for p in lm_model.parameters()))}
+    return cap, trainable, n_params
+
+
+def _summary(seed, recipe: Recipe, total: int, metrics: dict, curve: list, seconds: dict, n_params: dict, n: int,
+             n_caps, device, command, pairs, clip_info: dict, exclude_ids) -> dict:
+    """What is recorded beside the weights."""
+    import tokenizers
+    import torch
+    import transformers
+
+    summary = {
+        "seed": int(seed),
+        "recipe": dataclasses.replace(recipe, steps=total).to_dict(),
+        "steps_run": total,
+        "heldout": metrics,
+        "curve": curve,
+        "seconds": seconds,
+        "n_params": n_params,
+        "n_train_images": int(n), "n_train_captions": int(n_caps.sum()),
+        "torch_version": torch.__version__, "transformers_version": transformers.__version__,
+        "tokenizers_version": tokenizers.__version__,
+        "device": device_name(device),
+        "command": command,
+    }
+    if pairs is None:
+        summary["train_stream"] = [int(seed), _P_TRAIN]
+        summary["heldout_stream"] = [int(seed), _P_HELDOUT]
+    else:
+        summary["pairs"] = clip_info["source"]
+        if not isinstance(pairs, (tuple, list)):
+            summary["heldout_nsd_ids"] = "exclude_ids" if exclude_ids is not None else "seeded random split"
+    return summary
+
+
+def _curve_point(cap, heldout: dict, recipe: Recipe, step: int, t_train: float, progress: bool) -> dict:
+    """The held-out loss and attribute scores of 300 held-out images at ``step``, training having
+    started at ``t_train`` (the models' modes are put back as training has them)."""
+    cap.mapper.eval()
+    cap.lm.eval()
+    m = evaluate(cap, _head(heldout, 300), num_beams=1, max_new_tokens=recipe.max_caption_tokens)
+    cap.mapper.train()
+    if recipe.train_lm:
+        cap.lm.train()
+    point = {"step": step, "seconds": round(time.time() - t_train, 1), "loss": round(m.get("loss", math.nan), 4)}
+    point.update({k: round(m["attributes"][k], 4) for k in ("objects", "shape", "colour", "count")}
+                 if "attributes" in m else {})
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(json.dumps(point))
+    return point
+
+
 def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_ids=None, seed: int = 0,
           recipe: Recipe | None = None, minutes: float | None = None, cache_dir=None, workers: int = 1,
           progress: bool = True, command: str | None = None, callback=None, callback_every: int = 0,
@@ -317,57 +427,13 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
-        # ------------------------------------------------------------------ data
         t0 = time.time()
-        clip_info: dict = {}
-        if pairs is None:
-            from ...decoders.clip import ClipEncoder, parse_clip_config
-
-            from ...io import sha256_file
-
-            enc = ClipEncoder.load(parse_clip_config(clip, sim_dir=sim_clip), device=device)
-            clip_info = {"name": enc.config.name, "embed_dim": enc.embed_dim,
-                         # the nsd-sim CLIP is recorded as "sim" (a path would not travel); its
-                         # weights' digest tells which one
-                         "config": "sim" if clip == "sim" else enc.config.to_dict(),
-                         "weights_sha256": sha256_file(enc.config.weights)}
-            train_set = sim_pairs(enc, seed, _P_TRAIN, recipe.n_train, recipe.n_captions, cache_dir, workers, progress)
-            heldout = sim_pairs(enc, seed, _P_HELDOUT, recipe.n_heldout, 1, cache_dir, workers, progress)
-            del enc
-        else:
-            if isinstance(pairs, (tuple, list)):
-                train_set, heldout = pairs
-            else:
-                train_set, heldout = h5_pairs(pairs, exclude_ids, recipe.n_heldout, seed)
-            clip_info = {"embed_dim": int(np.shape(train_set["embeds"])[1]),
-                         "source": str(pairs) if not isinstance(pairs, (tuple, list)) else "in memory"}
-            if isinstance(clip, (str, dict)) and clip != "sim":
-                clip_info["config"] = clip
+        train_set, heldout, clip_info = _training_pairs(clip, sim_clip, pairs, exclude_ids, seed, recipe, cache_dir,
+                                                        workers, progress, device)
         t_data = time.time() - t0
 
-        # -------------------------------------------------------- models
-        _seed_torch(seed, _P_INIT)
-        if lm_dir is None:
-            tokenizer = build_tokenizer([c for cs in train_set["captions"] for c in cs], recipe.vocab_size)
-            lm_model = build_lm(tokenizer, recipe.lm_cfg)
-            lm_model.config._name_or_path = "nsd-sim-gpt2"
-        else:
-            lm_model, tokenizer = mcap.load_lm(lm_dir)
-        lm_model.train()
-        if not recipe.train_lm:
-            for p in lm_model.parameters():
-                p.requires_grad_(False)
-            lm_model.eval()
-        d = int(train_set["embeds"].shape[1])
-        mapper = mcap.Mapper(d, mcap._lm_dim(lm_model), recipe.prefix_length, kind=recipe.mapper,
-                             hidden=recipe.mapper_hidden, clip_length=recipe.prefix_length,
-                             n_layers=recipe.mapper_layers)
-        mapper.to(device)
-        lm_model.to(device)
-        cap = mcap.Captioner(mapper, lm_model, tokenizer, meta={"clip": clip_info}, device=device)
-        trainable = [mapper] + ([lm_model] if recipe.train_lm else [])
-        n_params = {"mapper": int(sum(p.numel() for p in mapper.parameters())),
-                    "lm": int(sum(p.numel() for p in lm_model.parameters()))}
+        cap, trainable, n_params = _captioner_to_train(train_set, lm_dir, seed, recipe, clip_info, device)
+        mapper, lm_model, tokenizer = cap.mapper, cap.lm, cap.tokenizer
         ids, lengths = _tokenize_all(tokenizer, train_set["captions"], recipe.max_caption_tokens)
         n_caps = np.array([len(c) for c in train_set["captions"]])
         emb = torch.from_numpy(np.ascontiguousarray(train_set["embeds"]))
@@ -413,22 +479,8 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
             tick(bar, losses)
             if recipe.eval_every and step % recipe.eval_every == 0 and step < total:
                 te = time.time()
-                mapper.eval()
-                lm_model.eval()
-                sub = _head(heldout, 300)
-                m = evaluate(cap, sub, num_beams=1, max_new_tokens=recipe.max_caption_tokens)
-                mapper.train()
-                if recipe.train_lm:
-                    lm_model.train()
-                point = {"step": step, "seconds": round(time.time() - t_train, 1), "loss": round(m.get("loss", math.nan), 4)}
-                if "attributes" in m:
-                    point.update({k: round(m["attributes"][k], 4) for k in ("objects", "shape", "colour", "count")})
-                curve.append(point)
+                curve.append(_curve_point(cap, heldout, recipe, step, t_train, progress))
                 t_eval_curve += time.time() - te
-                if progress:
-                    from tqdm.auto import tqdm
-
-                    tqdm.write(json.dumps(point))
             if callback is not None and callback_every and step % callback_every == 0:
                 callback(step, cap, heldout)
             if minutes is not None and step == recipe.warmup + 5:
@@ -444,32 +496,10 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
         metrics = evaluate(cap, heldout, num_beams=recipe.eval_beams, max_new_tokens=recipe.max_caption_tokens)
         t_eval = time.time() - t0
         metrics["train_loss_last100"] = float(np.mean(losses[-100:])) if losses else math.nan
-        import tokenizers
-        import transformers
-
-        summary = {
-            "seed": int(seed),
-            "recipe": dataclasses.replace(recipe, steps=total).to_dict(),
-            "steps_run": total,
-            "heldout": metrics,
-            "curve": curve,
-            "seconds": {"data": round(t_data, 1), "train": round(t_train, 1),
-                        "eval": round(t_eval + t_eval_curve, 1),
-                        "total": round(time.time() - t_start, 1)},
-            "n_params": n_params,
-            "n_train_images": int(n), "n_train_captions": int(n_caps.sum()),
-            "torch_version": torch.__version__, "transformers_version": transformers.__version__,
-            "tokenizers_version": tokenizers.__version__,
-            "device": device_name(device),
-            "command": command,
-        }
-        if pairs is None:
-            summary["train_stream"] = [int(seed), _P_TRAIN]
-            summary["heldout_stream"] = [int(seed), _P_HELDOUT]
-        else:
-            summary["pairs"] = clip_info["source"]
-            if not isinstance(pairs, (tuple, list)):
-                summary["heldout_nsd_ids"] = "exclude_ids" if exclude_ids is not None else "seeded random split"
+        seconds = {"data": round(t_data, 1), "train": round(t_train, 1), "eval": round(t_eval + t_eval_curve, 1),
+                   "total": round(time.time() - t_start, 1)}
+        summary = _summary(seed, recipe, total, metrics, curve, seconds, n_params, n, n_caps, device, command,
+                           pairs, clip_info, exclude_ids)
         if out_dir is not None:
             mapper.cpu()
             lm_model.cpu()

@@ -406,6 +406,98 @@ def _lr_at(step: int, recipe: Recipe, total: int) -> float:
     return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def _initial_model(seed: int, recipe: Recipe, model_cfg: dict, init):
+    """The CLIP to train (seeded on its own stream) and the record of what it started from:
+    fresh weights (with the recipe's logit scale), or ``init``'s (same architecture)."""
+    import torch
+    from open_clip import factory
+
+    from ...decoders import clip as mclip
+
+    torch.manual_seed(int(np.random.SeedSequence([seed, _P_INIT]).generate_state(1)[0]))
+    register_sim_arch()
+    name = f"{SIM_ARCH}-train-{os.getpid()}"
+    register_arch(name, model_cfg)
+    try:
+        model = mclip.create_clip_model(name)
+    finally:
+        factory._MODEL_CONFIGS.pop(name, None)
+    if init is None:
+        with torch.no_grad():
+            model.logit_scale.fill_(recipe.init_logit_scale)
+        return model, None
+    from ...io import sha256_file
+
+    cfg = mclip.parse_clip_config("sim" if str(init) == "sim" else {"local_dir": str(init)})
+    saved = json.loads((cfg.local_dir / mclip.LOCAL_DIR_CONFIG).read_text())["model_cfg"]
+    if saved != model_cfg:
+        raise InputError(f"--init {init}: its architecture {saved} is not the one trained here {model_cfg}")
+    mclip.load_state_dict_into(model, mclip.read_state_dict(cfg.weights), source=cfg.weights)
+    return model, {"local_dir": str(init), "weights_sha256": sha256_file(cfg.weights)}
+
+
+def _step_loss(model, x, parts, recipe: Recipe, loss_fn, causal, head):
+    """One step's loss: the contrastive loss averaged over ``captions_per_step`` captions of each
+    image, plus the auxiliary attribute loss when there is a head."""
+    import torch
+    import torch.nn.functional as F
+
+    img = F.normalize(model.encode_image(x).float(), dim=-1)
+    scale = model.logit_scale.exp()
+    loss = 0.0
+    for j in range(recipe.captions_per_step):
+        t = _cat_tokens([b.text(i, c[j]) for b, i, c in parts])
+        model.text.attn_mask = causal[: t.shape[1], : t.shape[1]]
+        txt = F.normalize(model.encode_text(t).float(), dim=-1)
+        loss = loss + loss_fn(img, txt, scale)
+    loss = loss / recipe.captions_per_step
+    if head is not None:  # the embedding is scaled to unit variance per coordinate
+        y = torch.cat([b.object_pairs(i) for b, i, _ in parts])
+        logits = head(img * math.sqrt(img.shape[1])).float()
+        y = y / y.sum(1, keepdim=True)
+        loss = loss + recipe.attr_weight * -(y * F.log_softmax(logits, dim=1)).sum(1).mean()
+    return loss
+
+
+def _scores(model, enc, heldout: dict, causal) -> dict:
+    """The held-out scores (the model left in eval mode, its text tower's full causal mask back)."""
+    model.text.attn_mask = causal
+    model.eval()
+    return evaluate(enc, heldout)
+
+
+def _curve_point(step: int, seconds: float, m: dict, losses: list) -> dict:
+    return {"step": step, "seconds": round(seconds, 1),
+            "image_to_caption_top1": round(m["image_to_caption_top1"], 4),
+            "shape_probe_one_object": round(m.get("shape_probe_one_object", math.nan), 4),
+            "shape_probe_two_objects": round(m.get("shape_probe_two_objects", math.nan), 4),
+            "loss": round(float(np.mean(losses[-50:])), 4)}
+
+
+def _summary(model, seed, recipe: Recipe, total: int, metrics: dict, curve: list, seconds: dict, device,
+             init_info, command) -> dict:
+    """What is recorded beside the weights (the config's ``braindecode`` key)."""
+    import open_clip
+    import torch
+
+    return {
+        "arch": SIM_ARCH,
+        "seed": int(seed),
+        "recipe": dataclasses.replace(recipe, steps=total).to_dict(),
+        "steps_run": total,
+        "heldout": metrics,
+        "heldout_curve": curve,
+        "seconds": seconds,
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "torch_version": torch.__version__,
+        "open_clip_version": open_clip.__version__,
+        "device": device_name(device),
+        "init": init_info,
+        "command": command,
+        "train_stream": [int(seed), _P_TRAIN], "heldout_stream": [int(seed), _P_HELDOUT],
+    }
+
+
 def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: dict | None = None,
           minutes: float | None = None, cache_dir=None, workers: int = 1, progress: bool = True,
           command: str | None = None, log=print, device: str = "cpu", init=None) -> dict:
@@ -423,7 +515,6 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
     reproducible with ``steps`` set to it.
     """
     import torch
-    import torch.nn.functional as F
     from open_clip import ClipLoss
 
     from ...decoders import clip as mclip
@@ -434,30 +525,8 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
-        torch.manual_seed(int(np.random.SeedSequence([seed, _P_INIT]).generate_state(1)[0]))
-        register_sim_arch()
+        model, init_info = _initial_model(seed, recipe, model_cfg, init)
         import open_clip
-        from open_clip import factory
-
-        name = f"{SIM_ARCH}-train-{os.getpid()}"
-        register_arch(name, model_cfg)
-        try:
-            model = mclip.create_clip_model(name)
-        finally:
-            factory._MODEL_CONFIGS.pop(name, None)
-        init_info = None
-        if init is not None:
-            from ...io import sha256_file
-
-            cfg = mclip.parse_clip_config("sim" if str(init) == "sim" else {"local_dir": str(init)})
-            saved = json.loads((cfg.local_dir / mclip.LOCAL_DIR_CONFIG).read_text())["model_cfg"]
-            if saved != model_cfg:
-                raise InputError(f"--init {init}: its architecture {saved} is not the one trained here {model_cfg}")
-            mclip.load_state_dict_into(model, mclip.read_state_dict(cfg.weights), source=cfg.weights)
-            init_info = {"local_dir": str(init), "weights_sha256": sha256_file(cfg.weights)}
-        else:
-            with torch.no_grad():
-                model.logit_scale.fill_(recipe.init_logit_scale)
         from open_clip.model import get_model_preprocess_cfg
 
         pp = dict(get_model_preprocess_cfg(model))
@@ -514,20 +583,7 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
                 g["lr"] = _lr_at(step, recipe, total)
             with autocast:
                 x = torch.cat([b.pixels(i) for b, i, _ in parts]) if n_twin else batch[0].pixels(idx)
-                img = F.normalize(model.encode_image(x).float(), dim=-1)
-                scale = model.logit_scale.exp()
-                loss = 0.0
-                for j in range(recipe.captions_per_step):
-                    t = _cat_tokens([b.text(i, c[j]) for b, i, c in parts])
-                    model.text.attn_mask = causal[: t.shape[1], : t.shape[1]]
-                    txt = F.normalize(model.encode_text(t).float(), dim=-1)
-                    loss = loss + loss_fn(img, txt, scale)
-                loss = loss / recipe.captions_per_step
-                if head is not None:  # the embedding is scaled to unit variance per coordinate
-                    y = torch.cat([b.object_pairs(i) for b, i, _ in parts])
-                    logits = head(img * math.sqrt(img.shape[1])).float()
-                    y = y / y.sum(1, keepdim=True)
-                    loss = loss + recipe.attr_weight * -(y * F.log_softmax(logits, dim=1)).sum(1).mean()
+                loss = _step_loss(model, x, parts, recipe, loss_fn, causal, head)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -537,43 +593,21 @@ def train(out_dir, *, seed: int = 0, recipe: Recipe | None = None, model_cfg: di
             step += 1
             if recipe.eval_every and step % recipe.eval_every == 0 and step < total:
                 te = time.time()
-                model.text.attn_mask = causal
-                model.eval()
-                m = evaluate(enc, heldout)
+                m = _scores(model, enc, heldout, causal)
                 model.train()
                 t_eval += time.time() - te
-                curve.append({"step": step, "seconds": round(time.time() - t_train - t_eval, 1),
-                              "image_to_caption_top1": round(m["image_to_caption_top1"], 4),
-                              "shape_probe_one_object": round(m.get("shape_probe_one_object", math.nan), 4),
-                              "shape_probe_two_objects": round(m.get("shape_probe_two_objects", math.nan), 4),
-                              "loss": round(float(np.mean(losses[-50:])), 4)})
+                curve.append(_curve_point(step, time.time() - t_train - t_eval, m, losses))
                 log(json.dumps(curve[-1]))
             tick(bar, losses)
             if minutes is not None and step == recipe.warmup + 5:
                 total = fit_budget(step, total, t_train, minutes * 60 - (t_train - t_start) - 10, bar)
         if bar is not None:
             bar.close()
-        model.text.attn_mask = causal
         t_train = time.time() - t_train - t_eval
-        model.eval()
-        metrics = evaluate(enc, heldout)
+        metrics = _scores(model, enc, heldout, causal)
         metrics["train_loss_last100"] = float(np.mean(losses[-100:]))
-        summary = {
-            "arch": SIM_ARCH,
-            "seed": int(seed),
-            "recipe": dataclasses.replace(recipe, steps=total).to_dict(),
-            "steps_run": total,
-            "heldout": metrics,
-            "heldout_curve": curve,
-            "seconds": {"data": round(t_data, 1), "train": round(t_train, 1), "total": round(time.time() - t_start, 1)},
-            "n_params": int(sum(p.numel() for p in model.parameters())),
-            "torch_version": torch.__version__,
-            "open_clip_version": open_clip.__version__,
-            "device": device_name(device),
-            "init": init_info,
-            "command": command,
-            "train_stream": [int(seed), _P_TRAIN], "heldout_stream": [int(seed), _P_HELDOUT],
-        }
+        seconds = {"data": round(t_data, 1), "train": round(t_train, 1), "total": round(time.time() - t_start, 1)}
+        summary = _summary(model, seed, recipe, total, metrics, curve, seconds, device, init_info, command)
         if out_dir is not None:
             mclip.save_local_dir(model.cpu(), out_dir, model_cfg, pp, info=summary)
             (Path(out_dir) / "losses.json").write_text(json.dumps([round(v, 5) for v in losses]) + "\n")
