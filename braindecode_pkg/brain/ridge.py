@@ -10,6 +10,22 @@ efficient leave-one-out of ``sklearn.linear_model.RidgeCV`` does for single samp
 being centred on the means of all rows). One penalty per head (``alpha_per_target=False``, the default,
 scored by the total squared error over its columns) or one per output column.
 
+Why not himalaya (issue 19; ``benchmarks/bench_ridge.py``, 2026-12-04, 2 shared cores, himalaya
+0.4.11 on its torch backend in float32): its ``RidgeCV`` has no leave-one-out shortcut. It runs a
+fresh thin SVD of the training rows for every fold, and then builds a (voxels × training rows)
+matrix for every penalty, so exact leave-one-image-out costs it one SVD per image. At a quarter
+of the real shapes (7,500 × 3,931 → 256, 2,500 images) today's fit took 220 s and peaked at
+2.1 GB. himalaya's two leave-one-image-out folds took 278 s each, which projects to 8 days for
+all 2,500 folds. Its ``GroupKFold(5)``, a different and cheaper CV, took 992 s (4.5×) and peaked
+at 3.2 GB (1.5×). At 0.1 scale (3,000 × 1,572 → 102) it took 19× today's time; the linear
+``KernelRidgeCV`` took 6×. When the penalties agree (they did at both scales), the predictions
+are equal within 1e-5, well inside the 1e-4 criterion. So himalaya is not wrong. It is slower,
+because one eigendecomposition here buys the exact CV for all 17 penalties. A GPU (its
+``torch_cuda`` backend) speeds the same matrix algebra for both, so it would not close that gap.
+At half scale this function took 736 s and peaked at 6.1 GB. At the real shapes (30,000 ×
+15,724 → 1024, projected from the measured scales) it needs about 22 GB (float64), so it fits
+a 24 GB machine only when that machine is nearly idle.
+
 A fitted model is saved like the brain model: a directory with ``config.json`` (kind
 ``braindecode_pkg.ridge``, subject, voxel count, heads and their shapes, chosen penalties, CV
 curve) and ``model.safetensors`` (``<head>.coef`` (V, D) and ``<head>.intercept`` (D,)).
