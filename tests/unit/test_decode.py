@@ -115,20 +115,29 @@ def test_blurry_latents_start_img2img(files):
 
 
 def test_best_of_n_keeps_the_sample_nearest_the_prediction(files):
+    """n = 2: sample 0 is the n = 1 image of seed 0 and sample 1 that of seed 7919; each is scored
+    here by the shipped CLIP's cosine to the prediction, and the kept image is the nearer one."""
+    from braindecode_pkg.decoders.clip import ClipEncoder
+
     one = files["tmp"] / "n1"
     two = files["tmp"] / "n2"
+    other = files["tmp"] / "n1s"
     decode(files["brain"], one, embed=files["embed"], settings=DecodeSettings(**FAST))
     decode(files["brain"], two, embed=files["embed"], settings=DecodeSettings(**FAST, n_samples=2))
+    decode(files["brain"], other, embed=files["embed"], settings=DecodeSettings(**FAST, seed=7919))
     with h5py.File(two / "decode.h5") as f:
         sim, best = f["sample_similarity"][:], f["best_of_n"][:]
-    assert sim.shape == (6, 2) and np.isfinite(sim).all() and (np.abs(sim) <= 1 + 1e-5).all()
-    np.testing.assert_array_equal(best, np.argmax(sim, axis=1))
-    other = files["tmp"] / "n1s"  # sample 1 is the n = 1 image of the second seed
-    decode(files["brain"], other, embed=files["embed"], settings=DecodeSettings(**FAST, seed=7919))
     a, c, b = (read_images(d / "images", IDS) for d in (one, other, two))
     assert (a != c).any()
+    enc = ClipEncoder.load("sim")
+    emb = np.stack([_unit(enc.encode_images(x, what=("pooled",))["pooled"]) for x in (a, c)], 1)
+    want = np.einsum("njd,nd->nj", emb, files["pred"])  # cosine to the prediction's direction
+    np.testing.assert_allclose(sim, want, atol=1e-5)
+    nearer = np.argmax(want, axis=1)
+    assert (np.abs(want[:, 0] - want[:, 1]) > 1e-3).all() and set(nearer.tolist()) == {0, 1}  # both kept somewhere
+    np.testing.assert_array_equal(best, nearer)
     for i in range(len(IDS)):
-        np.testing.assert_array_equal(b[i], (a, c)[best[i]][i])
+        np.testing.assert_array_equal(b[i], (a, c)[nearer[i]][i])
 
 
 def test_width_mismatch_and_missing_pooled_are_clear_errors(files):

@@ -130,15 +130,69 @@ def test_tiny_pipeline_decodes_and_scores_every_method(tiny_run):
         assert table[(f"subj{s:02d}", methods[method], "twoway_alexnet2")]["value"] == "unavailable"
     for s in (1, 2, 3):  # true embeddings retrieve their own images; the oracle is scored too
         assert float(table[(f"subj{s:02d}", "true_embedding", "retrieval_brain2image_top1")]["value"]) == 1.0
-        assert 0 < float(table[(f"subj{s:02d}", "oracle", "retrieval_brain2image_top1")]["value"]) <= 1
+        assert (f"subj{s:02d}", "oracle", "retrieval_brain2image_top1") in table
     part = read_part(res / "eval/parts/pretrain/subj01.h5")  # image metrics of the reconstructed 24 only
     assert np.isfinite(part.metrics["ssim"]["items"][:24]).all() and np.isnan(part.metrics["ssim"]["items"][24:]).all()
     assert np.isfinite(part.metrics["cider"]["items"]).all()
     assert ("mean", "pretrained", "twoway_clip") in table and ("mean", "true_embedding", "cider") in table
     assert ("mean", "adapted-k1", "pixcorr") not in table  # one subject: no mean row
-    for r in rows:
-        if r["metric"].startswith(("retrieval", "twoway")) and r["value"] != "unavailable":
-            assert 0 <= float(r["value"]) <= 1
+
+
+def _figures(res) -> dict:
+    """``{(subject, method, metric): value}`` of metrics.tsv (numbers only)."""
+    import csv
+
+    with open(res / "eval/metrics.tsv", newline="") as fh:
+        return {(r["subject"], r["method"], r["metric"]): float(r["value"])
+                for r in csv.DictReader(fh, delimiter="\t") if r["value"] not in ("unavailable", "")}
+
+
+BRAIN_METHODS = {1: ("pretrained", "ridge"), 2: ("pretrained", "ridge"), 3: ("adapted-k1", "scratch-k1", "ridge-k1")}
+B2I = "retrieval_brain2image_top1"
+#: where the true embeddings must win: they are what the decoders were trained on (retrieval both
+#: ways, the reconstructions' CLIP two-way and pixels — their blurry start is the true latent's —
+#: and the captions)
+CEILING_METRICS = (B2I, "retrieval_image2brain_top1", "twoway_clip", "pixcorr", "ssim", "clip_s", "attr_acc",
+                   "bleu1", "bleu4", "meteor", "rougeL", "cider")
+
+
+def _chance(tiny_run) -> float:
+    """1 / the number of retrieval candidates: all of tiny.yaml's 40 test images (fewer than 300)."""
+    from braindecode_pkg.evaluate.retrieval import retrieval
+
+    with h5py.File(tiny_run / "results/brain/pretrain/subj01.h5") as f:
+        n_test = len(f["nsd_id"])
+    n_cand = retrieval(np.eye(n_test), np.eye(n_test))["n_candidates"]
+    assert n_test == n_cand == 40
+    return 1 / n_cand
+
+
+def test_tiny_pipeline_figures_rank_the_methods(tiny_run):
+    """What the tiny run must show, not only that it ran. The pretrained model beats chance at
+    brain→image top-1 (the mean of its two subjects; 0.05 against 1/40 when this was written);
+    the true embeddings, the decoders' ceiling, beat every brain method of their subject on
+    every metric of the decoder stack (e.g. CLIP two-way 0.87 against at most 0.60); the oracle
+    (Bayes-optimal from the betas: 0.975) beats every brain method at brain→image retrieval."""
+    t = _figures(tiny_run / "results")
+    assert t[("mean", "pretrained", B2I)] > _chance(tiny_run)
+    for s, methods in BRAIN_METHODS.items():
+        subj = f"subj{s:02d}"
+        for metric in CEILING_METRICS:
+            ceiling = t[(subj, "true_embedding", metric)]
+            for m in methods:
+                assert ceiling > t[(subj, m, metric)], (subj, m, metric, ceiling, t[(subj, m, metric)])
+        for m in methods:
+            assert t[(subj, "oracle", B2I)] > t[(subj, m, B2I)], (subj, m)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "on the tiny preset ridge retrieves better than the pretrained model: brain→image top-1 among "
+    "40, mean of subjects 1-2, pretrained 0.050 (subj01 0.050, subj02 0.050) against ridge 0.125 "
+    "(0.125, 0.125), chance 0.025; the same pretraining with 300 / 1,500 / 5,000 steps instead of "
+    "30 reaches 0.0625 / 0.1125 / 0.100, still not above ridge"))
+def test_tiny_pretrained_model_retrieves_better_than_ridge(tiny_run):
+    t = _figures(tiny_run / "results")
+    assert t[("mean", "pretrained", B2I)] > t[("mean", "ridge", B2I)]
 
 
 def test_tiny_pipeline_report_is_valid_self_contained_html(tiny_run):

@@ -4,6 +4,7 @@ tokens (5, 7), latent (3, 4, 6))."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -173,17 +174,68 @@ def test_contrastive_losses_agree_where_they_should():
     assert losses.soft_clip_loss(t, t, 0.1) < losses.soft_clip_loss(p, t, 0.1)
 
 
-def test_mixco_mixes_convexly_and_labels_sum_to_one():
+def _log_softmax_rows(m):
+    return [[x - math.log(sum(math.exp(y) for y in row)) for x in row] for row in m]
+
+
+def _explicit_mixco_nce(p, t, temp, perm, betas):
+    """MindEye's BiMixCo loss from its definition, in loops: row i's label is betas[i] on i and
+    1 - betas[i] on perm[i]; cross-entropy brain→image over rows, image→brain over columns."""
+    n = len(p)
+    logit = [[sum(a * b for a, b in zip(p[i], t[j])) / temp for j in range(n)] for i in range(n)]
+    label = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        label[i][i] += betas[i]
+        label[i][perm[i]] += 1 - betas[i]
+    rows = _log_softmax_rows(logit)
+    cols = _log_softmax_rows([list(c) for c in zip(*logit)])
+    b2i = -sum(label[i][j] * rows[i][j] for i in range(n) for j in range(n)) / n
+    i2b = -sum(label[i][j] * cols[j][i] for i in range(n) for j in range(n)) / n
+    return (b2i + i2b) / 2
+
+
+def test_mixco_mixes_convexly_with_beta_weights():
     torch.manual_seed(4)
-    x = torch.randn(50, 7)
+    x = torch.randn(4000, 7)
     mixed, perm, b = losses.mixco(x, beta=0.15, prob=0.5)
     torch.testing.assert_close(mixed, x * b[:, None] + x[perm] * (1 - b)[:, None])
-    assert ((b >= 0) & (b <= 1)).all() and (b == 1).any() and (b < 1).any()
-    p = _unit(50, 12, 2)
-    probs = torch.diag(b)
-    probs[torch.arange(50), perm] += 1 - b
-    torch.testing.assert_close(probs.sum(1), torch.ones(50))
-    assert torch.isfinite(losses.mixco_nce(p, p, 0.05, perm, b))
+    assert sorted(perm.tolist()) == list(range(4000))
+    kept = b == 1  # not selected: unmixed
+    assert torch.equal(mixed[kept], x[kept])
+    # selected with probability 0.5 (sd 0.008 here); their weights are Beta(0.15, 0.15): mean 1/2,
+    # variance a b / ((a + b)^2 (a + b + 1)) = 0.0225 / (0.09 * 1.3) = 0.192 (standard errors 0.01, 0.004)
+    sel = b[~kept].double()
+    assert abs(len(sel) / 4000 - 0.5) < 0.04
+    assert abs(float(sel.mean()) - 0.5) < 0.035 and abs(float(sel.var()) - 0.0225 / 0.117) < 0.01
+
+
+def test_mixco_nce_by_hand_and_against_its_definition():
+    # p = t = e1, e2 at temperature 1: logits I; sample 0 mixed 3:1 with sample 1, sample 1 not
+    # mixed. Both directions: -(0.75 log s + 0.25 log(1 - s) + log s) / 2 with s = e / (e + 1)
+    eye = torch.eye(2, dtype=torch.float64)
+    got = losses.mixco_nce(eye, eye, 1.0, torch.tensor([1, 0]), torch.tensor([0.75, 1.0], dtype=torch.float64))
+    s = math.e / (math.e + 1)
+    assert float(got) == pytest.approx(-(1.75 * math.log(s) + 0.25 * math.log(1 - s)) / 2, abs=1e-12)
+    # asymmetric similarities and a fixed point of perm (sample 2 "mixed" with itself: label 1 on 2)
+    p, t = _unit(5, 12, 0).double(), _unit(5, 12, 1).double()
+    perm, betas = torch.tensor([3, 0, 2, 4, 1]), torch.tensor([0.3, 1.0, 0.6, 0.9, 0.05], dtype=torch.float64)
+    want = _explicit_mixco_nce(p.tolist(), t.tolist(), 0.07, perm.tolist(), betas.tolist())
+    assert float(losses.mixco_nce(p, t, 0.07, perm, betas)) == pytest.approx(want, rel=1e-10)
+
+
+def _explicit_soft_clip(p, t, temp):
+    """MindEye's SoftCLIP from its definition: soft labels softmax_j(t_i . t_j / temp), the
+    cross-entropy of the brain→image rows and of the image→brain columns with them."""
+    n = len(p)
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    soft = [[math.exp(v) for v in row] for row in ([[dot(t[i], t[j]) / temp for j in range(n)] for i in range(n)])]
+    soft = [[v / sum(row) for v in row] for row in soft]
+    logit = [[dot(p[i], t[j]) / temp for j in range(n)] for i in range(n)]
+    rows = _log_softmax_rows(logit)
+    cols = _log_softmax_rows([list(c) for c in zip(*logit)])
+    b2i = -sum(soft[i][j] * rows[i][j] for i in range(n) for j in range(n)) / n
+    i2b = -sum(soft[j][i] * cols[j][i] for i in range(n) for j in range(n)) / n
+    return (b2i + i2b) / 2
 
 
 def test_total_loss_terms_and_config():
@@ -193,9 +245,21 @@ def test_total_loss_terms_and_config():
     tgt = {"pooled": _unit(5, 12, 3), "latent": torch.randn(5, 3, 4, 6)}
     total, parts = losses.total_loss(cfgl, out, tgt, frac=0.7)
     assert set(parts) == {"contrastive_pooled", "mse_pooled", "lowlevel"}
-    assert abs(float(total.detach()) - sum(parts.values())) < 1e-5
+    # each term by hand: past the MixCo fraction, SoftCLIP of the normalised outputs; MSE of unit
+    # vectors summed over the width is 2 - 2 cos, weighted 0.5; L1 of the latents, weighted 2
+    p = torch.nn.functional.normalize(out["pooled"].detach().double(), dim=-1)
+    t = tgt["pooled"].double()
+    assert parts["contrastive_pooled"] == pytest.approx(_explicit_soft_clip(p.tolist(), t.tolist(), 0.05), rel=1e-5)
+    assert parts["mse_pooled"] == pytest.approx(0.5 * float((2 - 2 * (p * t).sum(1)).mean()), rel=1e-5)
+    assert parts["lowlevel"] == pytest.approx(2.0 * float((out["latent"] - tgt["latent"]).abs().mean()), rel=1e-5)
+    assert float(total.detach()) == pytest.approx(sum(parts.values()), rel=1e-6)
     total.backward()
     assert out["pooled"].grad is not None
+    # within the MixCo fraction, with the batch's mix, the contrastive term is BiMixCo's
+    perm, betas = torch.tensor([1, 0, 2, 4, 3]), torch.tensor([0.5, 1.0, 1.0, 0.2, 0.7])
+    _, mixed = losses.total_loss(cfgl, out, tgt, frac=0.2, mix=(perm, betas))
+    assert mixed["contrastive_pooled"] == pytest.approx(
+        _explicit_mixco_nce(p.tolist(), t.tolist(), 0.05, perm.tolist(), betas.tolist()), rel=1e-5)
     with pytest.raises(InputError):
         losses.LossConfig(contrastive_kind="fuzzy")
     r = losses.LossConfig(temperature=0.1, temperature_end=0.01)

@@ -63,14 +63,26 @@ def test_callable_statistics():
 
 
 def test_corpus_bleu_bootstrap():
+    """The interval of corpus BLEU-1 is that of pycocoevalcap's own corpus BLEU on each resampled
+    corpus (the same draws, a plain loop)."""
+    pytest.importorskip("pycocoevalcap")
+    from pycocoevalcap.bleu.bleu import Bleu
+
     from braindecode_pkg.evaluate import captions as cap
 
-    stats = cap.bleu_stats(["a red circle on top", "a green star", "two stars"],
-                           [["a blue circle on the left", "a red square"], ["a green star"], ["two white stars"]],
-                           tokenized=True)
+    preds = ["a red circle on top", "a green star", "two stars"]
+    refs = [["a blue circle on the left", "a red square"], ["a green star"], ["two white stars"]]
+    stats = cap.bleu_stats(preds, refs, tokenized=True)
     lo, hi = bootstrap_ci(np.zeros(3), statistic=lambda idx: cap.corpus_bleu(stats, idx)[:, 0], vectorized=True,
                           n_boot=200)
-    assert 0 <= lo <= cap.corpus_bleu(stats)[0] <= hi <= 1
+    rng = np.random.default_rng(0)  # bootstrap_ci's default seed
+    reps = []
+    for row in rng.integers(0, 3, size=(200, 3)):
+        score, _ = Bleu(4).compute_score({j: refs[i] for j, i in enumerate(row)},
+                                         {j: [preds[i]] for j, i in enumerate(row)}, verbose=0)
+        reps.append(score[0])
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])), abs=1e-9)
+    assert lo < hi  # the resamples differ: a real interval
 
 
 def test_nan():

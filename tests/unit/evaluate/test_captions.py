@@ -34,6 +34,36 @@ P, R = 3 / 5, 2 / 3
 ROUGE_0 = (1 + 1.44) * P * R / (R + 1.44 * P)
 
 
+def _meteor(h, r, matched, chunks):
+    """METEOR 1.5 (``-l en -norm``: alpha .85, beta .2, gamma .6, delta .75; exact matches only
+    here) from (content, function) word counts of the hypothesis ``h`` and reference ``r`` and of
+    the matched words, and the number of chunks: delta weighs content against function words in
+    P and R, Fmean = PR / (alpha P + (1 - alpha) R), penalty gamma (chunks / matches)^beta."""
+    d, a, g, b = 0.75, 0.85, 0.6, 0.2
+    m = d * matched[0] + (1 - d) * matched[1]
+    p, rc = m / (d * h[0] + (1 - d) * h[1]), m / (d * r[0] + (1 - d) * r[1])
+    return (1 - g * (chunks / sum(matched)) ** b) * p * rc / (a * p + (1 - a) * rc)
+
+
+# METEOR by hand ("a", "on", "the" are function words): item 0 against "a red square" matches
+# a, red in one chunk (content/function: pred 3/2, ref 2/1, matched 1/1); against "a blue circle
+# on the left" (ref 3/3, matched circle | a, on in 2 chunks) it scores less, and the best
+# reference counts. Item 1 matches all in order: 1, and a whole match counts no chunk in the
+# corpus statistics, which pool the counts of each item's best reference.
+METEOR_0 = _meteor((3, 2), (2, 1), (1, 1), 1)
+METEOR_0_OTHER = _meteor((3, 2), (3, 3), (1, 2), 2)
+METEOR_CORPUS = _meteor((3 + 2, 2 + 1), (2 + 2, 1 + 1), (1 + 2, 1 + 1), 1 + 0)
+# CIDEr-D by hand: idf = log(2 items) - log(df); "a" is in both items' references (weight 0),
+# every other n-gram weighs w = log 2 (so w cancels). Item 1: cosine 1 for n = 1..3, no 4-gram
+# (0), no length gap: 10 * 3/4. Item 0 against ref 1: unigrams circle, on of pred |2w| and ref
+# |sqrt(5) w|: 1/sqrt(5); bigram "circle on": 1/(2 sqrt(5)); none longer; bigram counts 4 vs 5:
+# exp(-1/72). Against ref 2: red and "a red", each 1/(2 sqrt(2)); bigram counts 4 vs 2:
+# exp(-4/72). Mean over n = 1..4 and the 2 references, times 10.
+CIDER_1 = 7.5
+CIDER_0 = 10 / 8 * ((1 / math.sqrt(5) + 1 / (2 * math.sqrt(5))) * math.exp(-1 / 72)
+                    + 2 / (2 * math.sqrt(2)) * math.exp(-4 / 72))
+
+
 @java
 def test_tokenize_is_coco_ptb_tokenizer():
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
@@ -58,10 +88,12 @@ def test_coco_metrics_hand_values_and_meteor():
     np.testing.assert_allclose(rl_items, [ROUGE_0, 1.0], atol=1e-12)
     assert rl == pytest.approx((ROUGE_0 + 1) / 2)
     m, m_items = out["meteor"]
-    assert 0 <= m <= 1 and ((0 <= m_items) & (m_items <= 1)).all()
-    assert m_items[1] == pytest.approx(1.0) and m_items[0] < 1
+    assert METEOR_0_OTHER < METEOR_0
+    np.testing.assert_allclose(m_items, [METEOR_0, 1.0], atol=1e-9)
+    assert m == pytest.approx(METEOR_CORPUS, abs=1e-9)
     c, c_items = out["cider"]
-    assert c == pytest.approx(c_items.mean()) and c_items[1] > c_items[0]
+    np.testing.assert_allclose(c_items, [CIDER_0, CIDER_1], atol=1e-9)
+    assert c == pytest.approx((CIDER_0 + CIDER_1) / 2, abs=1e-9)
 
 
 @java

@@ -95,6 +95,30 @@ def test_collect_rows_and_intervals(tmp_path):
     assert len(doc["rows"]) == len(rows) and doc["bootstrap"]["n_boot"] == N_BOOT
 
 
+def _explicit_retrieval(sim, n_candidates, n_draws, seed):
+    """The protocol in plain loops: per draw, the candidates chosen as retrieval documents it (the
+    same generator); within it, a row's hit is its own column scoring above every other column,
+    a tie counting for the earlier one. Returns the two figures and the per-item hit rates."""
+    n = len(sim)
+    rng = np.random.default_rng(seed)
+    hits, seen, figs = np.zeros((2, n)), np.zeros(n), [[], []]
+    for _ in range(n_draws):
+        idx = sorted(rng.choice(n, min(n_candidates, n), replace=False))
+        for d, s in enumerate((sim, sim.T)):
+            draw = []
+            for i in idx:
+                best = idx[0]
+                for j in idx[1:]:
+                    if s[i, j] > s[i, best]:
+                        best = j
+                draw.append(float(best == i))
+                hits[d, i] += best == i
+            figs[d].append(np.mean(draw))
+        seen[idx] += 1
+    with np.errstate(invalid="ignore"):
+        return np.mean(figs[0]), np.mean(figs[1]), np.where(seen > 0, hits / seen, np.nan)
+
+
 def test_per_item_retrieval_matches_the_protocol():
     rng = np.random.default_rng(0)
     brain = rng.normal(size=(12, 5))
@@ -102,10 +126,24 @@ def test_per_item_retrieval_matches_the_protocol():
     r = retrieval(brain, image, n_candidates=300, n_draws=3, per_item=True)  # every draw holds all 12
     assert r["brain_to_image_items"].mean() == pytest.approx(r["brain_to_image"])
     assert r["image_to_brain_items"].mean() == pytest.approx(r["image_to_brain"])
-    sim = brain @ image.T  # not cosine, but a similarity: the hits are the argmax of each row
-    r = retrieval(None, None, similarity=sim, n_candidates=12, n_draws=1, per_item=True)
-    np.testing.assert_array_equal(r["brain_to_image_items"], (sim.argmax(1) == np.arange(12)).astype(float))
-    np.testing.assert_array_equal(r["image_to_brain_items"], (sim.argmax(0) == np.arange(12)).astype(float))
+    # by hand (rows brain, columns images): row 0 ties its own column with column 1 and comes
+    # first (a hit), row 1 prefers column 0, row 2 ties with the earlier column 1, row 3 prefers
+    # column 0; columns: 0 and 2 are their own rows' best, column 1 is row 0's, column 3 ties
+    # rows 0 and 3 (the earlier wins)
+    sim = np.array([[0.9, 0.9, 0.2, 0.3],
+                    [0.5, 0.4, 0.1, 0.0],
+                    [0.2, 0.7, 0.7, 0.1],
+                    [0.3, 0.1, 0.1, 0.3]])
+    r = retrieval(None, None, similarity=sim, n_candidates=4, n_draws=1, per_item=True)
+    np.testing.assert_array_equal(r["brain_to_image_items"], [1, 0, 0, 0])
+    np.testing.assert_array_equal(r["image_to_brain_items"], [1, 0, 1, 0])
+    assert (r["brain_to_image"], r["image_to_brain"], r["n_candidates"]) == (0.25, 0.5, 4)
+    # random draws of 4 of the 12: the explicit loops over the same draws
     r = retrieval(brain, image, n_candidates=4, n_draws=5, per_item=True, seed=3)
-    items = r["brain_to_image_items"]
-    assert ((items >= 0) & (items <= 1) | np.isnan(items)).all()
+    cos = (brain / np.linalg.norm(brain, axis=1, keepdims=True)) @ (image / np.linalg.norm(image, axis=1,
+                                                                                           keepdims=True)).T
+    b2i, i2b, items = _explicit_retrieval(cos, 4, 5, 3)
+    assert (r["brain_to_image"], r["image_to_brain"]) == (pytest.approx(b2i), pytest.approx(i2b))
+    np.testing.assert_array_equal(r["brain_to_image_items"], items[0])
+    np.testing.assert_array_equal(r["image_to_brain_items"], items[1])
+    assert np.isnan(items[0]).any() and not np.isnan(items[0]).all()  # some items never drawn

@@ -246,8 +246,13 @@ def test_responses_behaviour(tiny):
     first = ~r.duplicated("73KID")
     assert (r["ISOLD"].to_numpy() == (~first).to_numpy()).all()
     assert r.loc[first, "MEMORYRECENT"].isna().all() and (r.loc[~first, "MEMORYRECENT"] > 0).all()
+    # the simulator's documented behaviour (1.5 % missing responses, false alarms 12 %), each
+    # within 4 binomial standard errors of its rate
     miss = r["MISSINGDATA"] == 1
-    assert 0 < miss.mean() < 0.05 and r.loc[miss, "RT"].isna().all() and r.loc[~miss, "RT"].notna().all()
+    assert abs(miss.mean() - 0.015) < 4 * np.sqrt(0.015 * 0.985 / len(r))
+    assert r.loc[miss, "RT"].isna().all() and r.loc[~miss, "RT"].notna().all()
+    new_ok = r.loc[~miss & first, "ISCORRECT"]  # a new image is judged correctly unless a false alarm
+    assert len(new_ok) > 300 and abs(new_ok.mean() - 0.88) < 4 * np.sqrt(0.88 * 0.12 / len(new_ok))
     acc = r.loc[~miss, "ISCORRECT"]
     assert 0.6 < acc.mean() < 0.95
     hit_recent = r.loc[~miss & (r["MEMORYRECENT"] < 100), "ISCORRECT"].mean()
