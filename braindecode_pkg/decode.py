@@ -23,11 +23,24 @@ one protocol of it, default ``avg_betas``) and writes one folder per (method, su
 
 Scale: a contrastive brain model predicts a direction in CLIP space, not a norm (its outputs'
 norms are arbitrary, e.g. ~25 where CLIP's are 1). With ``match_norm`` (default) every
-prediction is rescaled to the mean norm of the embed file's image embeddings — the norm the
-decoders were trained on — before it is decoded; retrieval (cosine) does not depend on it.
+prediction is rescaled to the norm of the embeddings the image decoder was trained on
+(:attr:`~braindecode_pkg.decoders.image_decoder.ImageDecoder.embed_scale`: 1 for nsd-sim's,
+which read L2-normalised embeddings; the raw CLIP scale its ``image_normalizer`` holds for Stable
+unCLIP) before it is decoded; the caption decoder normalises its input itself, and retrieval
+(cosine) does not depend on it.
+
+What is decoded (``source``): the brain model's pooled embedding (``direction``), or the samples
+of its diffusion prior (``prior``: MindEye2's recipe, the contrastive embedding mapped onto the
+distribution of CLIP image embeddings the decoders were trained on) where the brain file has them
+(``infer --prior``); ridge and true embeddings have no prior and are decoded as they are. The
+captions are decoded from the same. With a ``latent`` head in the brain file, its VAE decoding is
+the blurry low-level reconstruction, and with ``img2img`` the reconstructions start from it
+(``strength``). ``decode.h5``'s attributes ``decoded`` (``prior`` or ``pooled``) and ``img2img``
+say which recipe made each folder.
 
 Best of n (MindEye2): each prediction is decoded ``n_samples`` times with different seeds, each
-sample is embedded by the CLIP model, and the one most similar to the predicted embedding is kept.
+sample is embedded by the decoding CLIP model, and the one most similar to the brain model's
+pooled embedding is kept (the evaluation judges with another CLIP, :mod:`.evaluate.judge`).
 The folder is written under a temporary name and renamed when complete.
 
 The decoders read the CLIP model's pooled image embedding; the prediction must have the width they
@@ -49,16 +62,26 @@ __all__ = ["DecodeSettings", "Decoders", "decode", "read_predictions", "retrieve
            "read_images", "true_embeddings"]
 
 
+#: what decode turns into images and captions (DecodeSettings.source)
+SOURCES = ("direction", "prior")
+
+
 @dataclass(frozen=True)
 class DecodeSettings:
     """How predictions are decoded (config section ``decode``)."""
 
     protocol: str = "avg_betas"
+    # what is decoded into images and captions: the brain model's "prior" samples (MindEye2: the
+    # diffusion prior maps the contrastive embedding onto the distribution of CLIP image
+    # embeddings) where the brain file has them, else (and with "direction") its pooled embedding
+    source: str = "direction"
     n_samples: int = 1
     seed: int = 0
     guidance_scale: float | None = None  # None: the image decoder's default
     num_inference_steps: int | None = None
-    strength: float | None = None  # img2img from the blurry image (only with a latent head)
+    # img2img from the blurry low-level reconstruction, when the brain file has a latent head
+    img2img: bool = True
+    strength: float | None = None  # its strength (None: the image decoder's default)
     top_k: int = 5
     max_images: int | None = None  # reconstruct only the first N sorted test images (None: all)
     match_norm: bool = True  # rescale predictions to the mean norm of the CLIP image embeddings
@@ -72,6 +95,8 @@ class DecodeSettings:
         if int(self.n_samples) < 1 or int(self.top_k) < 1 or int(self.batch_size) < 1:
             raise InputError(f"decode settings: n_samples, top_k and batch_size must be >= 1 "
                              f"(got {self.n_samples}, {self.top_k}, {self.batch_size})")
+        if self.source not in SOURCES:
+            raise InputError(f"decode settings: source {self.source!r}; expected one of {list(SOURCES)}")
 
 
 def image_name(nsd_id: int) -> str:
@@ -104,17 +129,6 @@ def true_embeddings(embed, ids) -> np.ndarray:
 
     tg = load_targets(embed, heads=("pooled",), ids=ids)
     return np.asarray(tg.arrays["pooled"][tg.rows(ids)], np.float32)
-
-
-def mean_norm(embed, max_rows: int = 4096) -> float:
-    """Mean L2 norm of (up to ``max_rows`` of) the embed file's pooled image embeddings."""
-    import h5py
-
-    with h5py.File(embed, "r") as f:
-        if "image_pooled" not in f:
-            raise InputError(f"{embed}: no image_pooled (embed with --what pooled or both)")
-        x = f["image_pooled"][:max_rows].astype(np.float64)
-    return float(np.linalg.norm(x, axis=1).mean())
 
 
 def cosine_similarity(a, b) -> np.ndarray:
@@ -150,13 +164,15 @@ class Decoders:
     """The image decoder, the caption decoder and (for best of n) the CLIP model, loaded once for
     many decode calls."""
 
-    def __init__(self, image_decoder="sim", captioner="sim", clip="sim", sim_dirs: dict | None = None):
+    def __init__(self, image_decoder="sim", captioner="sim", clip="sim", sim_dirs: dict | None = None,
+                 device: str = "cpu"):
         from .decoders.captioner import Captioner
         from .decoders.image_decoder import ImageDecoder
 
         sim_dirs = sim_dirs or {}
-        self.image = ImageDecoder.load(image_decoder, sim_dir=sim_dirs.get("image_decoder"))
-        self.caption = Captioner.load(captioner, sim_dir=sim_dirs.get("captioner"))
+        self.device = device
+        self.image = ImageDecoder.load(image_decoder, sim_dir=sim_dirs.get("image_decoder"), device=device)
+        self.caption = Captioner.load(captioner, sim_dir=sim_dirs.get("captioner"), device=device)
         self._clip_spec = (clip, sim_dirs.get("clip"))
         self._clip = None
 
@@ -165,7 +181,7 @@ class Decoders:
         if self._clip is None:
             from .decoders.clip import ClipEncoder
 
-            self._clip = ClipEncoder.load(self._clip_spec[0], sim_dir=self._clip_spec[1])
+            self._clip = ClipEncoder.load(self._clip_spec[0], sim_dir=self._clip_spec[1], device=self.device)
         return self._clip
 
     def describe(self, with_clip: bool) -> dict:
@@ -189,15 +205,17 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
     if threads:
         torch.set_num_threads(int(threads))
     ids, heads, attrs = read_predictions(brain_h5, s.protocol)
-    pred = heads["pooled"].astype(np.float32)
-    retrieved = retrieve(pred, true_embeddings(embed, ids), ids, s.top_k)
-    scale = None
-    if s.match_norm:
-        scale = mean_norm(embed)
-        pred = (pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12) * scale).astype(np.float32)
-
+    direction = heads["pooled"].astype(np.float32)
+    retrieved = retrieve(direction, true_embeddings(embed, ids), ids, s.top_k)
+    decoded = "prior" if s.source == "prior" and "prior" in heads else "pooled"
+    pred = heads[decoded].reshape(len(ids), -1).astype(np.float32)
     models = decoders or Decoders(image_decoder, captioner, clip, sim_dirs)
     dec, cap = models.image, models.caption
+    scale = None
+    if s.match_norm:
+        scale = dec.embed_scale
+        pred = (pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12) * scale).astype(np.float32)
+
     _check_width("image decoder", dec.embed_dim, pred.shape[1], brain_h5)
     _check_width("caption decoder", cap.clip_dim, pred.shape[1], brain_h5)
     enc = None
@@ -207,15 +225,17 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
 
     n = len(ids) if s.max_images is None else min(len(ids), int(s.max_images))  # images reconstructed
     blurry = dec.decode_latents(heads["latent"][:n]) if "latent" in heads else None
+    init = blurry if s.img2img else None
     samples = []
     sim = np.full((n, s.n_samples), np.nan, np.float32)
     for j in range(s.n_samples):
-        imgs = dec.generate(pred[:n], blurry, strength=s.strength if blurry is not None else None,
+        imgs = dec.generate(pred[:n], init, strength=s.strength if init is not None else None,
                             guidance_scale=s.guidance_scale, num_inference_steps=s.num_inference_steps,
                             seed=s.seed + 7919 * j, batch_size=s.batch_size, progress=progress)
-        if enc is not None:
+        if enc is not None:  # best of n: the sample the decoding CLIP finds nearest the brain's embedding
             e = enc.encode_images(imgs, what=("pooled",))["pooled"]
-            sim[:, j] = np.einsum("nd,nd->n", *(x / np.linalg.norm(x, axis=1, keepdims=True) for x in (e, pred[:n])))
+            sim[:, j] = np.einsum("nd,nd->n", *(x / np.linalg.norm(x, axis=1, keepdims=True)
+                                                for x in (e, direction[:n])))
         samples.append(imgs)
     best = np.zeros(n, np.int64) if enc is None else np.argmax(sim, axis=1)
     images = np.stack(samples)[best, np.arange(n)]
@@ -246,6 +266,8 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
             f.attrs["settings"] = json.dumps(asdict(s))
             f.attrs["decoded_norm"] = np.nan if scale is None else scale
             f.attrs["n_reconstructed"] = int(n)
+            f.attrs["decoded"] = decoded
+            f.attrs["img2img"] = bool(init is not None)
             f.attrs["models"] = json.dumps(described, default=str)
     return Path(out_dir)
 
@@ -294,6 +316,7 @@ def _arguments(s) -> None:
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a decode setting (YAML value), e.g. n_samples=4 or num_inference_steps=10 (repeatable)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--device", default="cpu", help="torch device of the decoders, e.g. cuda (default: cpu)")
     s.add_argument("--out", nargs="+", required=True,
                    help="output folder per --brain file, e.g. results/decode/adapt-k1/subj04")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -307,7 +330,7 @@ def _run(args) -> int:
     pairs = one_per("--brain", args.brain, "--out", args.out)
     set_threads(args.threads)
     sims = {"clip": args.sim_clip, "image_decoder": args.sim_image_decoder, "captioner": args.sim_captioner}
-    models = Decoders(args.image_decoder, args.captioner, args.clip, sims)
+    models = Decoders(args.image_decoder, args.captioner, args.clip, sims, device=args.device)
     for brain, out in pairs:
         print(decode(brain, out, embed=args.embed, settings=settings, decoders=models, progress=not args.quiet),
               flush=True)

@@ -37,6 +37,8 @@ def _train_arguments(s) -> None:
     s.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a config value (YAML), e.g. train.steps=2000 (repeatable)")
     s.add_argument("--out", required=True, help="output model directory (config.json + model.safetensors, log)")
+    s.add_argument("--validation", default=None, metavar="IMAGES[:SEED]",
+                   help="leave this many training images of each subject out (seeded): the validation split")
     s.add_argument("--restart", action="store_true", help="ignore checkpoints in --out and start over")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -47,7 +49,7 @@ def _train_run(args) -> int:
     run = load_run_config(args.config, args.set or [])
     s = run_regime(args.regime, prep=prep_map(args.prep), embed=args.embed, out_dir=args.out, latent=args.latent,
                    init=args.init, sessions=args.sessions, heads=_heads(args.heads), run=run,
-                   progress=not args.quiet, resume=not args.restart)
+                   progress=not args.quiet, resume=not args.restart, validation=args.validation)
     print(f"{args.out}: {args.regime} {','.join(s['subjects'])} {s['steps']} steps ({s['epochs']:.1f} epochs) "
           f"in {s['seconds']:.0f}s, {s['samples_per_s']:.0f} samples/s; last loss {s['last'].get('loss', float('nan')):.4f}")
     return 0
@@ -60,6 +62,8 @@ def _ridge_arguments(s) -> None:
     s.add_argument("--sessions", default="all", help="training sessions: 'all', 'first:K' or '1-3,5'")
     s.add_argument("--heads", default="available", help="'available' or e.g. 'pooled'")
     s.add_argument("--alpha-per-target", action="store_true", help="one penalty per output column")
+    s.add_argument("--validation", default=None, metavar="IMAGES[:SEED]",
+                   help="leave this many training images of each subject out (seeded): the validation split")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--out", required=True, help="output model directory (config.json + model.safetensors)")
 
@@ -68,7 +72,8 @@ def _ridge_run(args) -> int:
     from .ridge import fit_ridge_regime
 
     m = fit_ridge_regime(args.prep, args.subject, args.embed, args.out, sessions=args.sessions,
-                         heads=_heads(args.heads), alpha_per_target=args.alpha_per_target, threads=args.threads)
+                         heads=_heads(args.heads), alpha_per_target=args.alpha_per_target, threads=args.threads,
+                         validation=args.validation)
     alphas = {h: v["alpha"] for h, v in m.info["heads"].items()}
     print(f"{args.out}: ridge {m.subject} ({m.info['trials']} trials, {m.n_voxels} voxels), "
           f"leave-one-image-out penalty {alphas if args.alpha_per_target else {h: f'{a:g}' for h, a in alphas.items()}}")
@@ -86,10 +91,16 @@ def _infer_arguments(s) -> None:
     s.add_argument("--out", required=True, help="output HDF5, e.g. results/brain/adapt-k1/subj05.h5")
     s.add_argument("--method", default=None, help="method name recorded in the file (default: the model folder's name)")
     s.add_argument("--protocols", default="avg_betas,avg_outputs", help="avg_betas and/or avg_outputs")
+    s.add_argument("--split", default="test", choices=["test", "val"],
+                   help="test: the shared test images; val: the validation images of --sessions (--validation)")
+    s.add_argument("--sessions", default="all", help="with --split val: the training sessions, as for train")
+    s.add_argument("--validation", default=None, metavar="IMAGES[:SEED]",
+                   help="leave this many training images of each subject out (seeded): the validation split")
     s.add_argument("--prior", action="store_true", help="also sample the diffusion prior")
     s.add_argument("--prior-seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--device", default="cpu", help="torch device of a brain model, e.g. cuda (default: cpu)")
 
 
 def _infer_run(args) -> int:
@@ -100,11 +111,13 @@ def _infer_run(args) -> int:
         raise InputError("give exactly one of --model (a brain or ridge model) and --true-embedding EMBED")
     if args.true_embedding is not None:
         print(true_embedding(args.prep, args.true_embedding, args.out, subject=args.subject, protocols=protocols,
-                             latent=args.latent))
+                             latent=args.latent, split=args.split, sessions=args.sessions,
+                             validation=args.validation))
         return 0
     print(infer(args.model, args.prep, args.out, subject=args.subject, method=args.method,
                 protocols=protocols, prior=args.prior, prior_seed=args.prior_seed,
-                batch_size=args.batch_size, threads=args.threads))
+                batch_size=args.batch_size, threads=args.threads, device=args.device, split=args.split,
+                sessions=args.sessions, validation=args.validation))
     return 0
 
 

@@ -1,9 +1,13 @@
 """Data of the brain model: trials of the preprocess stage, CLIP/latent targets, the batch stream.
 
 - :func:`load_subject` reads ``results/prep/subjAA.h5`` (the preprocess contract) restricted to a
-  split (``train``: not shared1000, ``test``: shared1000, ``all``) and a session selection
+  split (``train``: not shared1000, ``test``: shared1000, ``all``; with a ``validation`` split,
+  ``train`` leaves its images out and ``val`` is their trials) and a session selection
   (:func:`select_sessions`: ``all``, ``first:K`` — the first K acquired sessions, K = 1 ≈ one
-  hour of scanning — or ``1-3,5``).
+  hour of scanning — or ``1-3,5``). The validation images (:func:`validation_ids`) are a seeded
+  draw of the subject's training images in the selected sessions, every repeat of an image on
+  the same side: the split every choice (a recipe, a step count, decode settings) is made on, so
+  that the shared test images are scored once.
 - :func:`load_targets` reads the embed stage's file (``image_pooled`` → head ``pooled``,
   ``image_tokens`` → ``tokens``) and optionally a latent file (``nsd_id`` + ``latent`` (n, c, h, w),
   the image decoder's VAE latents) for exactly the images needed; a missing image is an error.
@@ -23,7 +27,10 @@ from ..errors import InputError
 from .model import subject_key
 
 __all__ = ["SubjectTrials", "Targets", "load_subject", "load_targets", "select_sessions", "BatchStream",
-           "test_groups", "EMBED_HEADS"]
+           "test_groups", "validation_ids", "parse_validation", "EMBED_HEADS", "SPLITS"]
+
+#: the splits of a subject's trials
+SPLITS = ("train", "val", "test", "all")
 
 #: dataset of the embed stage's file behind each head
 EMBED_HEADS = {"pooled": "image_pooled", "tokens": "image_tokens"}
@@ -76,14 +83,49 @@ def select_sessions(spec, available) -> list[int]:
     return sorted(set(out))
 
 
-def load_subject(prep, *, split: str = "train", sessions="all", subject=None) -> SubjectTrials:
-    """Trials of one preprocessed subject file (see the module docstring)."""
+def parse_validation(spec) -> tuple[int, int] | None:
+    """``None``/``0``/``"0"`` → no validation split; ``N`` or ``"N:SEED"`` → ``(N images, seed)``;
+    a ``{"images": N, "seed": S}`` mapping (the config's ``brain.validation``) likewise."""
+    if spec is None:
+        return None
+    if isinstance(spec, dict):
+        n, seed = spec.get("images", 0), spec.get("seed", 0)
+    else:
+        text = str(spec).strip()
+        a, _, b = text.partition(":")
+        try:
+            n, seed = int(a), int(b) if b else 0
+        except ValueError:
+            raise InputError(f"validation {spec!r}: expected IMAGES or IMAGES:SEED, e.g. 150:0") from None
+    if int(n) < 0:
+        raise InputError(f"validation {spec!r}: the number of images must be >= 0")
+    return (int(n), int(seed)) if int(n) else None
+
+
+def validation_ids(nsd_id, is_test, key: str, validation) -> np.ndarray:
+    """The sorted validation images of one subject: ``validation[0]`` of its training images
+    (``nsd_id`` of the trials considered, those with ``is_test`` excluded) drawn with a generator
+    seeded by ``(validation[1], subject number)``; all of them when there are fewer."""
+    if validation is None:
+        return np.zeros(0, np.int64)
+    n, seed = validation
+    pool = np.unique(np.asarray(nsd_id, np.int64)[~np.asarray(is_test, bool)])
+    rng = np.random.default_rng([int(seed), int(key[4:])])
+    return np.sort(rng.choice(pool, min(int(n), len(pool)), replace=False))
+
+
+def load_subject(prep, *, split: str = "train", sessions="all", subject=None, validation=None) -> SubjectTrials:
+    """Trials of one preprocessed subject file (see the module docstring); ``validation``: ``None``
+    or ``(n images, seed)`` (:func:`parse_validation`)."""
     import h5py
 
     from ..embed.stimuli import read_rows
 
-    if split not in ("train", "test", "all"):
-        raise InputError(f"split {split!r}: expected 'train', 'test' or 'all'")
+    if split not in SPLITS:
+        raise InputError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    validation = parse_validation(validation) if not isinstance(validation, tuple) else validation
+    if split == "val" and validation is None:
+        raise InputError("split 'val' needs a validation split (its number of images and seed)")
     path = Path(prep)
     if not path.is_file():
         raise InputError(f"{path}: preprocessed subject file not found (the preprocess stage writes it)")
@@ -106,15 +148,20 @@ def load_subject(prep, *, split: str = "train", sessions="all", subject=None) ->
         is_test = f["is_test"][:].astype(bool)
         chosen = select_sessions(sessions, np.unique(sess_all))
         keep = np.isin(sess_all, chosen)
+        all_ids = f["nsd_id"][:].astype(np.int64)
+        val = validation_ids(all_ids[keep], is_test[keep], key, validation)
+        in_val = np.isin(all_ids, val)
         if split == "train":
-            keep &= ~is_test
+            keep &= ~is_test & ~in_val
+        elif split == "val":
+            keep &= in_val
         elif split == "test":
             keep &= is_test
         rows = np.flatnonzero(keep)
         if not len(rows):
             raise InputError(f"{path}: no {split} trials in sessions {chosen}")
         betas = read_rows(f["betas"], rows).astype(np.float32, copy=False)
-        nsd_id = f["nsd_id"][:][rows].astype(np.int64)
+        nsd_id = all_ids[rows]
         repeat = f["repeat"][:][rows].astype(np.int64) if "repeat" in f else np.zeros(len(rows), np.int64)
     if not np.isfinite(betas).all():
         raise InputError(f"{path}: betas contain NaN or inf")

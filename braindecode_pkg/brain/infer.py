@@ -1,4 +1,5 @@
-"""Brain embeddings of every test image of a subject, under both test protocols.
+"""Brain embeddings of every test image of a subject (or of its validation images), under both
+test protocols.
 
 ``avg_betas``    average the betas of an image's repeats, then one forward pass (MindEye's protocol)
 ``avg_outputs``  one forward pass per trial, then average the outputs of the repeats
@@ -17,7 +18,9 @@ dataset                   shape                 content
 ========================  ====================  ============================================
 
 Attributes: ``subject``, ``method``, ``model`` (path), ``model_kind``, ``prep``, ``protocols``
-(JSON descriptions), ``sessions`` (sessions the test trials come from), ``prior_seed``.
+(JSON descriptions), ``sessions`` (sessions the trials come from), ``prior_seed``, ``split``
+(``test``, the shared images; or ``val``, the validation images of the training sessions, left
+out of training by ``--validation``: what every choice is made on).
 ``true_embedding`` writes a file of the same layout whose "predictions" are the stimuli's own
 CLIP embeddings (the embed stage's, every head it holds, identical under both protocols): fed to
 the decoders, it gives the decoder stack's ceiling (method ``true_embedding``).
@@ -74,20 +77,22 @@ def load_any_model(model_dir):
 
 def predict(kind: str, model, subject: str, x: np.ndarray, *, batch_size: int = 512, prior: bool = False,
             prior_seed: int = 0) -> dict:
-    """Head outputs ``{head: (n, ...)}`` for betas ``x`` (n, V) of ``subject``."""
+    """Head outputs ``{head: (n, ...)}`` for betas ``x`` (n, V) of ``subject`` (a brain model runs
+    on the device its parameters are on)."""
     if kind == "ridge":
         if model.subject != subject:
             raise InputError(f"the ridge model is {model.subject}'s, not {subject}'s")
         return model.predict(x)
     import torch
 
+    dev = next(model.parameters()).device
     out: dict[str, list] = {}
     with torch.no_grad():
         for a in range(0, len(x), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(x[a:a + batch_size], np.float32))
+            xb = torch.from_numpy(np.ascontiguousarray(x[a:a + batch_size], np.float32)).to(dev)
             o = model({subject: xb})
             for h in model.config.heads:
-                out.setdefault(h, []).append(o[h].float().numpy())
+                out.setdefault(h, []).append(o[h].float().cpu().numpy())
     res = {h: np.concatenate(v) for h, v in out.items()}
     if prior:
         res["prior"] = _prior(model, res, prior_seed, batch_size)
@@ -104,15 +109,29 @@ def _prior(model, res: dict, seed: int, batch_size: int) -> np.ndarray:
     outs = []
     with torch.no_grad():
         for a in range(0, len(cond), batch_size):
-            c = torch.from_numpy(np.ascontiguousarray(cond[a:a + batch_size]))
-            outs.append(model.sample_prior({t: c}, seed=seed * 1_000_003 + a).numpy())
+            c = torch.from_numpy(np.ascontiguousarray(cond[a:a + batch_size])).to(next(model.parameters()).device)
+            outs.append(model.sample_prior({t: c}, seed=seed * 1_000_003 + a).cpu().numpy())
     return np.concatenate(outs)
 
 
+def _trials(prep, subject, split: str, sessions, validation):
+    """The trials predicted: every test trial, or the validation images' trials of ``sessions``."""
+    from .data import load_subject
+
+    if split not in ("test", "val"):
+        raise InputError(f"split {split!r}: expected 'test' or 'val'")
+    if split == "test":
+        return load_subject(prep, split="test", sessions="all", subject=subject)
+    return load_subject(prep, split="val", sessions=sessions, subject=subject, validation=validation)
+
+
 def infer(model_dir, prep, out, *, subject=None, method: str | None = None, protocols=tuple(PROTOCOLS),
-          prior: bool = False, prior_seed: int = 0, batch_size: int = 512, threads: int | None = None) -> Path:
-    """Write the test-set embeddings file ``out`` (see the module docstring); return its path."""
-    from .data import load_subject, test_groups
+          prior: bool = False, prior_seed: int = 0, batch_size: int = 512, threads: int | None = None,
+          device: str = "cpu", split: str = "test", sessions="all", validation=None) -> Path:
+    """Write the embeddings file ``out`` (see the module docstring) of the test images, or
+    (``split="val"``) of the validation images (``validation``) of ``sessions``; return its path.
+    A brain model runs on ``device`` (a ridge model always on the CPU)."""
+    from .data import test_groups
 
     if threads:
         import torch
@@ -122,11 +141,13 @@ def infer(model_dir, prep, out, *, subject=None, method: str | None = None, prot
     if bad or not protocols:
         raise InputError(f"protocols {list(protocols)}: expected some of {list(PROTOCOLS)}")
     kind, model = load_any_model(model_dir)
-    tr = load_subject(prep, split="test", sessions="all", subject=subject)
+    if kind == "brain":
+        model.to(device)
+    tr = _trials(prep, subject, split, sessions, validation)
     if kind == "brain":
         import torch
 
-        model.check_input(tr.key, torch.zeros(1, tr.n_voxels))
+        model.check_input(tr.key, torch.zeros(1, tr.n_voxels, device=device))
     ids, groups = test_groups(tr)
     method = method or Path(model_dir).name
     results = {}
@@ -141,27 +162,30 @@ def infer(model_dir, prep, out, *, subject=None, method: str | None = None, prot
                 avg["prior"] = _prior(model, avg, prior_seed, batch_size)
             results[p] = avg
     _write(out, ids, groups, results, subject=tr.key, method=method, model=str(model_dir), kind=kind, prep=prep,
-           protocols=protocols, sessions=tr.session, prior_seed=prior_seed)
+           protocols=protocols, sessions=tr.session, prior_seed=prior_seed, split=split)
     return Path(out)
 
 
-def true_embedding(prep, embed, out, *, subject=None, protocols=tuple(PROTOCOLS), latent=None) -> Path:
+def true_embedding(prep, embed, out, *, subject=None, protocols=tuple(PROTOCOLS), latent=None, split: str = "test",
+                   sessions="all", validation=None) -> Path:
     """Write ``out`` (the infer layout) with the true CLIP embeddings of the subject's test images
-    (and their true VAE latents from the ``latent`` file, when given)."""
-    from .data import load_subject, load_targets, test_groups
+    (or validation images, as for :func:`infer`), and their true VAE latents from the ``latent``
+    file when given."""
+    from .data import load_targets, test_groups
 
-    tr = load_subject(prep, split="test", sessions="all", subject=subject)
+    tr = _trials(prep, subject, split, sessions, validation)
     ids, groups = test_groups(tr)
     targets = load_targets(embed, heads="available", latent=latent, ids=ids)
     rows = targets.rows(ids)
     true = {h: np.asarray(a[rows], np.float32) for h, a in targets.arrays.items()}
     results = {p: dict(true) for p in protocols}
     _write(out, ids, groups, results, subject=tr.key, method="true_embedding", model=str(embed),
-           kind="true_embedding", prep=prep, protocols=protocols, sessions=tr.session, prior_seed=0)
+           kind="true_embedding", prep=prep, protocols=protocols, sessions=tr.session, prior_seed=0, split=split)
     return Path(out)
 
 
-def _write(out, ids, groups, results, *, subject, method, model, kind, prep, protocols, sessions, prior_seed):
+def _write(out, ids, groups, results, *, subject, method, model, kind, prep, protocols, sessions, prior_seed,
+           split="test"):
     import h5py
 
     from ..io import atomic_path
@@ -182,3 +206,5 @@ def _write(out, ids, groups, results, *, subject, method, model, kind, prep, pro
         a["protocols"] = json.dumps({p: PROTOCOLS[p] for p in protocols})
         a["sessions"] = np.unique(sessions).astype(np.int64)
         a["prior_seed"] = int(prior_seed)
+        if split != "test":
+            a["split"] = split

@@ -118,12 +118,12 @@ class LossConfig:
         return self.contrastive > 0 and frac < self.mixco_fraction
 
 
-def total_loss(cfg: LossConfig, out: dict, targets: dict, *, frac: float, mix=None, prior=None,
-               prior_cond=None) -> tuple[torch.Tensor, dict]:
+def total_loss(cfg: LossConfig, out: dict, targets: dict, *, frac: float, mix=None) -> tuple[torch.Tensor, dict]:
     """The step's loss and its parts (floats) from head outputs ``out`` and ``targets``.
 
-    ``mix`` is ``(perm, betas)`` over the whole batch when the inputs were mixed (BiMixCo);
-    ``prior`` the model's :class:`~.brain.DiffusionPrior` (its loss uses ``prior_cond``).
+    ``mix`` is ``(perm, betas)`` over the whole batch when the inputs were mixed (BiMixCo). The
+    diffusion prior's loss is computed inside the model's forward pass (so that data-parallel
+    wrappers see its parameters used) and added by the training loop, weighted by ``cfg.prior``.
     """
     parts: dict[str, torch.Tensor] = {}
     temp = cfg.temperature_at(frac)
@@ -145,11 +145,6 @@ def total_loss(cfg: LossConfig, out: dict, targets: dict, *, frac: float, mix=No
             parts[f"contrastive_{head}"] = cfg.contrastive * w * c
         if cfg.mse > 0:
             parts[f"mse_{head}"] = cfg.mse * w * F.mse_loss(p, t) * p.shape[1]
-    if prior is not None and cfg.prior > 0:
-        tgt = targets[prior.target].flatten(1).float()
-        if prior.target == "pooled":
-            tgt = F.normalize(tgt, dim=-1)
-        parts["prior"] = cfg.prior * prior.loss(prior_cond.float(), tgt)
     if "latent" in out and "latent" in targets and cfg.lowlevel > 0:
         parts["lowlevel"] = cfg.lowlevel * F.l1_loss(out["latent"].float(), targets["latent"].float())
     if not parts:

@@ -52,7 +52,10 @@ WEIGHTS_NAME = "model.safetensors"
 ADAPTERS = ("linear", "pool")
 HEADS = ("pooled", "tokens", "latent")
 MODEL_KIND = "braindecode_pkg.brain"
-PRIOR_KEYS = ("width", "depth", "timesteps", "sample_steps", "cond_drop", "guidance", "target")
+PRIOR_KEYS = ("width", "depth", "timesteps", "sample_steps", "cond_drop", "guidance", "target", "arch", "chunks",
+              "heads")
+#: denoisers of the diffusion prior: a residual MLP, or a transformer over chunks of the embedding
+PRIOR_ARCHS = ("mlp", "transformer")
 _SUBJ = re.compile(r"^subj(\d{2,})$")
 
 
@@ -282,26 +285,79 @@ def _timestep_embedding(t, dim: int):
     return torch.cat([a.sin(), a.cos()], dim=1)
 
 
+class _MLPDenoiser(nn.Module):
+    """``[x_t, cond, time]`` → residual MLP → ``x0``."""
+
+    def __init__(self, dim: int, width: int, depth: int):
+        super().__init__()
+        self.width = width
+        self.inp = nn.Linear(2 * dim + width, width)
+        self.blocks = nn.ModuleList(_Block(width, 0.0) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, dim)
+
+    def forward(self, x_t, t_emb, cond):
+        h = self.inp(torch.cat([x_t, cond, t_emb], dim=1))
+        for b in self.blocks:
+            h = b(h)
+        return self.out(self.norm(h))
+
+
+class _TransformerDenoiser(nn.Module):
+    """MindEye2-style: the noised embedding and the condition, each cut into ``chunks`` tokens,
+    and a time token, through a pre-norm transformer encoder; the noised embedding's tokens
+    (plus a learned position per token) are read out as ``x0``."""
+
+    def __init__(self, dim: int, width: int, depth: int, chunks: int, heads: int):
+        super().__init__()
+        if dim % chunks:
+            raise InputError(f"prior chunks {chunks}: must divide the embedding width {dim}")
+        self.width, self.chunks, self.size = width, chunks, dim // chunks
+        self.x_in = nn.Linear(self.size, width)
+        self.c_in = nn.Linear(self.size, width)
+        self.t_in = nn.Linear(width, width)
+        self.pos = nn.Parameter(torch.zeros(1, 2 * chunks + 1, width))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.body = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, self.size)
+
+    def forward(self, x_t, t_emb, cond):
+        n = x_t.shape[0]
+        tokens = torch.cat([self.x_in(x_t.view(n, self.chunks, self.size)),
+                            self.c_in(cond.view(n, self.chunks, self.size)),
+                            self.t_in(t_emb)[:, None]], dim=1) + self.pos
+        h = self.norm(self.body(tokens))
+        return self.out(h[:, :self.chunks]).reshape(n, -1)
+
+
 class DiffusionPrior(nn.Module):
     """A small DALL-E 2 / MindEye2-style diffusion prior on flattened CLIP embeddings.
 
-    A residual MLP denoiser predicts the clean embedding ``x0`` from the noised target ``x_t``,
-    the timestep and the brain embedding (the condition; dropped with ``cond_drop`` during
-    training for classifier-free guidance). Cosine noise schedule over ``timesteps`` steps; the
-    loss is MSE on ``x0`` (DALL-E 2's ``predict_x_start``). :meth:`sample` runs deterministic
-    DDIM over ``sample_steps`` steps from a seeded start.
+    A denoiser (``arch``: ``mlp``, a residual MLP on ``[x_t, cond, time]``; ``transformer``, a
+    transformer over ``chunks`` tokens of each, as MindEye2's prior is over bigG's tokens)
+    predicts the clean embedding ``x0`` from the noised target ``x_t``, the timestep and the brain
+    embedding (the condition; dropped with ``cond_drop`` during training for classifier-free
+    guidance). Cosine noise schedule over ``timesteps`` steps; the loss is MSE on ``x0`` (DALL-E
+    2's ``predict_x_start``). :meth:`sample` runs deterministic DDIM over ``sample_steps`` steps
+    from a seeded start.
     """
 
     def __init__(self, dim: int, width: int = 256, depth: int = 2, timesteps: int = 100,
-                 sample_steps: int = 20, cond_drop: float = 0.1, guidance: float = 1.0, target: str = "pooled"):
+                 sample_steps: int = 20, cond_drop: float = 0.1, guidance: float = 1.0, target: str = "pooled",
+                 arch: str = "mlp", chunks: int = 8, heads: int = 4):
         super().__init__()
         self.dim, self.width, self.timesteps = int(dim), int(width), int(timesteps)
         self.sample_steps, self.cond_drop, self.guidance = int(sample_steps), float(cond_drop), float(guidance)
-        self.target = target
-        self.inp = nn.Linear(2 * self.dim + self.width, self.width)
-        self.blocks = nn.ModuleList(_Block(self.width, 0.0) for _ in range(int(depth)))
-        self.norm = nn.LayerNorm(self.width)
-        self.out = nn.Linear(self.width, self.dim)
+        self.target, self.arch = target, arch
+        if arch == "mlp":
+            self.net = _MLPDenoiser(self.dim, self.width, int(depth))
+        elif arch == "transformer":
+            self.net = _TransformerDenoiser(self.dim, self.width, int(depth), int(chunks), int(heads))
+        else:
+            raise InputError(f"prior arch {arch!r}: expected one of {list(PRIOR_ARCHS)}")
         self.null_cond = nn.Parameter(torch.zeros(self.dim))
         s = 0.008
         steps = torch.arange(self.timesteps + 1, dtype=torch.float64) / self.timesteps
@@ -310,10 +366,7 @@ class DiffusionPrior(nn.Module):
         self.register_buffer("alpha_bar", abar[1:].float(), persistent=False)  # t = 0..T-1
 
     def denoise(self, x_t, t, cond):
-        h = self.inp(torch.cat([x_t, cond, _timestep_embedding(t, self.width)], dim=1))
-        for b in self.blocks:
-            h = b(h)
-        return self.out(self.norm(h))
+        return self.net(x_t, _timestep_embedding(t, self.width), cond)
 
     def loss(self, cond, target):
         """MSE between the predicted and the true clean embedding at a random timestep (draws

@@ -194,15 +194,17 @@ def _json_default(o):
 
 
 def fit_ridge_regime(prep, subject, embed, out_dir, *, sessions="all", heads="available",
-                     alphas=DEFAULT_ALPHAS, alpha_per_target: bool = False, threads: int | None = None) -> RidgeModel:
-    """Fit ridge from one subject's training trials (``sessions``) to its CLIP targets; save it."""
+                     alphas=DEFAULT_ALPHAS, alpha_per_target: bool = False, threads: int | None = None,
+                     validation=None) -> RidgeModel:
+    """Fit ridge from one subject's training trials (``sessions``; without the ``validation``
+    images) to its CLIP targets; save it."""
     import torch
 
     from .data import load_subject, load_targets
 
     if threads:
         torch.set_num_threads(int(threads))
-    tr = load_subject(prep, split="train", sessions=sessions, subject=subject)
+    tr = load_subject(prep, split="train", sessions=sessions, subject=subject, validation=validation)
     tg = load_targets(embed, heads=heads, ids=np.unique(tr.nsd_id))
     rows = tg.rows(tr.nsd_id)
     coef, icpt, info_h = {}, {}, {}
@@ -216,6 +218,8 @@ def fit_ridge_regime(prep, subject, embed, out_dir, *, sessions="all", heads="av
         info_h[h] = {"alpha": r["alpha"], "alphas": list(r["alphas"]), "cv_mse": list(r["cv_mse"])}
     info = {"prep": str(prep), "embed": str(embed), "sessions": str(sessions), "trials": len(tr),
             "images": int(len(np.unique(tr.nsd_id))), "cv": "leave-one-image-out", "heads": info_h}
+    if validation is not None:
+        info["validation"] = str(validation)
     model = RidgeModel(tr.key, tr.n_voxels, shapes, coef, icpt, info)
     model.save_pretrained(out_dir)
     return model

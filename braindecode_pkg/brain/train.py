@@ -259,8 +259,8 @@ def checkpoint_problem(ckpt: Path) -> str | None:
         int(st["step"])
     except (OSError, ValueError, KeyError, TypeError):
         return "state.json unreadable"
-    if files is None:  # written before checksums were recorded
-        return None
+    if not isinstance(files, dict) or not files:
+        return "state.json records no checksums (the checkpoint cannot be verified)"
     for name, want in sorted(files.items()):
         f = ckpt / name
         if not f.is_file():
@@ -710,8 +710,10 @@ def model_config_for(run: RunConfig, trials: dict, targets):
 
 def run_regime(regime: str, *, prep: dict, embed, out_dir, latent=None, init=None, sessions="all",
                heads="available", run: RunConfig | None = None, progress: bool = True, resume: bool = True,
-               stop_after: int | None = None) -> dict:
-    """Train one regime (see the module docstring). ``prep`` maps subject id → preprocessed file."""
+               stop_after: int | None = None, validation=None) -> dict:
+    """Train one regime (see the module docstring). ``prep`` maps subject id → preprocessed file;
+    ``validation`` (``(n images, seed)``, :func:`~.data.parse_validation`): those images of each
+    subject are left out of training (they are what choices are made on)."""
     from .data import load_subject, load_targets
     from .model import BrainModel, subject_key
 
@@ -726,7 +728,8 @@ def run_regime(regime: str, *, prep: dict, embed, out_dir, latent=None, init=Non
         raise InputError("--regime adapt needs --init: the pretrained model directory")
     if regime != "adapt" and init is not None:
         raise InputError(f"--init is for --regime adapt (a {regime} model starts from random weights)")
-    trials = {subject_key(s): load_subject(p, split="train", sessions=sessions, subject=s) for s, p in prep.items()}
+    trials = {subject_key(s): load_subject(p, split="train", sessions=sessions, subject=s, validation=validation)
+              for s, p in prep.items()}
     ids = np.unique(np.concatenate([t.nsd_id for t in trials.values()]))
     if regime == "adapt":
         base_cfg, base_info = BrainModel.read_config(init)
@@ -738,6 +741,10 @@ def run_regime(regime: str, *, prep: dict, embed, out_dir, latent=None, init=Non
     targets = load_targets(embed, heads=heads, latent=latent if want_latent else None, ids=ids)
     info = {"regime": regime, "sessions": str(sessions), "prep": {k: str(v) for k, v in prep.items()},
             "embed": str(embed), "latent": None if latent is None else str(latent)}
+    if validation is not None:
+        from .data import parse_validation
+
+        info["validation"] = dict(zip(("images", "seed"), parse_validation(validation) or (0, 0)))
     new = ()
     if regime == "adapt":
         import torch

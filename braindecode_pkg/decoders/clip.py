@@ -58,6 +58,7 @@ LOCAL_DIR_CONFIG = "open_clip_config.json"
 LOCAL_DIR_SAFETENSORS = "open_clip_model.safetensors"
 #: the nsd-sim CLIP weights shipped with the package (see its README.md)
 SHIPPED_SIM_CLIP = SHIPPED_DIR / "clip"
+SHIPPED_SIM_JUDGE = SHIPPED_DIR / "judge_clip"  # nsd-sim's judge CLIP (evaluate): another seed of the same recipe
 _KEYS = ("arch", "pretrained", "local_dir", "preprocess", "precision")
 _PRECISIONS = ("fp32", "fp16", "bf16")
 

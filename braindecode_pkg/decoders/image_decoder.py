@@ -450,13 +450,7 @@ class ImageDecoder:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InputError(f"{cfg.pipeline_dir}: cannot load the {PIPELINE_CLASS} ({first})") from None
         pipe = pipe.to(device)
-        info = {}
-        if (cfg.pipeline_dir / INFO_FILE).is_file():
-            try:
-                info = json.loads((cfg.pipeline_dir / INFO_FILE).read_text())
-            except (OSError, ValueError):
-                info = {}
-        return cls(pipe, config=cfg, info=info, device=device)
+        return cls(pipe, config=cfg, info=read_info(cfg.pipeline_dir), device=device)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -473,6 +467,29 @@ class ImageDecoder:
         """Native side of the generated images (the UNet's ``sample_size`` × the VAE factor)."""
         return int(self.pipe.unet.config.sample_size) * self.vae_scale_factor
 
+    @property
+    def embed_scale(self) -> float:
+        """The L2 norm of the CLIP image embeddings this decoder was trained on: what decode scales
+        predictions to. The config's ``embeds_norm`` if given; else the one the pipeline folder's
+        ``braindecode.json`` records (nsd-sim's decoders: 1, they are trained on L2-normalised
+        embeddings); else the root mean square norm of the embeddings whose statistics the
+        pipeline's ``image_normalizer`` holds, ``sqrt(|mean|² + |std|²)`` (Stable unCLIP 2.1 was
+        trained on raw OpenCLIP ViT-H-14 embeddings, not on unit vectors)."""
+        if self.config is not None and self.config.embeds_norm is not None:
+            return float(self.config.embeds_norm)
+        if self.info.get("embeds_norm") is not None:
+            return float(self.info["embeds_norm"])
+        norm = getattr(self.pipe, "image_normalizer", None)
+        if norm is None:
+            raise InputError("the image decoder has no image_normalizer and no embeds_norm: set "
+                             "models.image_decoder.embeds_norm to the norm of the embeddings it was trained on")
+        mean = norm.mean.detach().double().flatten()
+        std = norm.std.detach().double().flatten()
+        if bool((mean == 0).all()) and bool((std == 1).all()):
+            raise InputError("the image decoder's image_normalizer holds its untrained defaults (mean 0, std 1), "
+                             "so the scale it was trained at is unknown: set models.image_decoder.embeds_norm")
+        return float((mean.square().sum() + std.square().sum()).sqrt())
+
     def defaults(self) -> dict:
         """Sampling defaults: the config's, else the pipeline folder's recommended, else diffusers'."""
         d = dict(_DEFAULTS)
@@ -483,7 +500,7 @@ class ImageDecoder:
 
     def describe(self) -> dict:
         d = {"pipeline": PIPELINE_CLASS, "embed_dim": self.embed_dim, "image_size": self.image_size,
-             "defaults": self.defaults()}
+             "defaults": self.defaults(), "embed_scale": self.embed_scale}
         if self.config is not None:
             d["config"] = self.config.to_dict()
         return d
@@ -653,6 +670,23 @@ class ImageDecoder:
             img = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]
             img = (img.float() / 2 + 0.5).clamp(0, 1)
         return np.round(img.permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8)
+
+
+def read_info(pipeline_dir) -> dict:
+    """The pipeline folder's ``braindecode.json`` (its recommended sampling, what it was trained
+    on), or ``{}`` where there is none (a downloaded pipeline). A file that is there but cannot be
+    read is an error: ignoring it would switch the sampling defaults to diffusers' silently."""
+    f = Path(pipeline_dir) / INFO_FILE
+    if not f.is_file():
+        return {}
+    try:
+        info = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{f}: unreadable ({e}); it holds the decoder's sampling defaults: restore it "
+                         f"(or delete it to use diffusers' defaults)") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{f}: expected a JSON object, got {type(info).__name__}")
+    return info
 
 
 def with_defaults(config: ImageDecoderConfig, **sampling) -> ImageDecoderConfig:

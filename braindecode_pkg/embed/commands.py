@@ -40,6 +40,7 @@ def _latents_arguments(s) -> None:
     s.add_argument("--image-decoder", default="sim", help="image decoder config whose VAE encodes (sim, a folder or JSON)")
     s.add_argument("--sim-image-decoder", default=None, help="folder of the trained nsd-sim image decoder 'sim' refers to")
     s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     s.add_argument("--out", required=True, help="output HDF5, e.g. results/embed/latent.h5")
 
 
@@ -47,7 +48,8 @@ def _latents_run(args) -> int:
     from .latents import embed_latents
 
     print(embed_latents(args.nsd_root, subject_list(args.subjects), args.out, image_decoder=args.image_decoder,
-                        sim_dir=args.sim_image_decoder, sessions=args.sessions, batch_size=args.batch_size))
+                        sim_dir=args.sim_image_decoder, sessions=args.sessions, batch_size=args.batch_size,
+                        device=args.device))
     return 0
 
 

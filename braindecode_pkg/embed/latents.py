@@ -19,8 +19,9 @@ __all__ = ["embed_latents"]
 
 
 def embed_latents(nsd_root, subjects, out, *, image_decoder="sim", sim_dir=None, sessions="all",
-                  batch_size: int = 64, decoder=None) -> Path:
-    """Write ``out`` (see the module docstring) for every image shown to ``subjects``."""
+                  batch_size: int = 64, decoder=None, device: str = "cpu") -> Path:
+    """Write ``out`` (see the module docstring) for every image shown to ``subjects``; the VAE runs
+    on ``device``."""
     import h5py
 
     from ..data.layout import NSDPaths
@@ -36,7 +37,7 @@ def embed_latents(nsd_root, subjects, out, *, image_decoder="sim", sim_dir=None,
     check_image_brick(paths.stimuli)
     ids = shown_images(paths, sorted({int(s) for s in subjects}), sessions)
     check_image_brick(paths.stimuli, ids)
-    dec = decoder or ImageDecoder.load(image_decoder, sim_dir=sim_dir)
+    dec = decoder or ImageDecoder.load(image_decoder, sim_dir=sim_dir, device=device)
     chunks = []
     with h5py.File(paths.stimuli, "r") as f:
         for a in range(0, len(ids), 512):

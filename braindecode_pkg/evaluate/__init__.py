@@ -4,7 +4,9 @@
 - :mod:`.oracle`: nsd-sim's oracle (the generating model's own likelihood).
 - :mod:`.images`: PixCorr, SSIM, two-way identification and correlation distance of feature
   nets (AlexNet 2/5, InceptionV3, EfficientNet-B1, SwAV; local weights only), CLIP features,
-  per image, following MindEye2's protocol.
+  per image, following MindEye2's protocol, through a chosen image chain (MindEye's or one
+  antialiased resize).
+- :mod:`.judge`: the judge CLIP that scores two-way CLIP and CLIP-S, never the decoding CLIP.
 - :mod:`.captions`: BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap), CLIP-S, and nsd-sim's
   attribute accuracy, per caption.
 - :mod:`.bootstrap`: percentile bootstrap intervals of per-item metrics, across subjects too.

@@ -8,10 +8,11 @@ one value per image (``(n,)``), so that a caller can average and bootstrap them
 The protocol is that of MindEye2's ``src/final_evaluations.ipynb`` (MedARC-AI/MindEyeV2; MindEye1's
 evaluation is the same), reproduced here with its constants:
 
-``pixcorr``  images as float in [0, 1], resized to 425 × 425 (bilinear, antialiased: what
-             ``torchvision.transforms.Resize(425, BILINEAR)`` does to a float tensor), flattened
-             RGB, Pearson r of prediction and stimulus (``np.corrcoef``). ``nan`` where an image
-             is constant (MindEye2 lets the nan through too).
+``pixcorr``  images as float in [0, 1], resized to 425 × 425 (bilinear: what
+             ``torchvision.transforms.Resize(425, BILINEAR)`` does to a float tensor; antialiased
+             or not, see "The image chain" below), flattened RGB, Pearson r of prediction and
+             stimulus (``np.corrcoef``). ``nan`` where an image is constant (MindEye2 lets the
+             nan through too).
 ``ssim``     the same resize, grey with skimage's ``rgb2gray`` weights (0.2125, 0.7154, 0.0721),
              then ``skimage.metrics.structural_similarity(pred, true, gaussian_weights=True,
              sigma=1.5, use_sample_covariance=False, data_range=1.0)``: Gaussian windows of
@@ -28,8 +29,8 @@ evaluation is the same), reproduced here with its constants:
              (``scipy.spatial.distance.correlation``; MindEye's EfficientNet-B1 and SwAV
              metrics, lower is better).
 
-Feature networks (:data:`FEATURE_NETS`), each run on float images resized (bilinear,
-antialiased) to ``size`` × ``size`` and normalised with the ImageNet mean and std, as MindEye2
+Feature networks (:data:`FEATURE_NETS`), each run on float images resized (bilinear) to
+``size`` × ``size`` and normalised with the ImageNet mean and std, as MindEye2
 does (``Resize(size, BILINEAR)`` + ``Normalize`` on float tensors, features from
 ``create_feature_extractor``; here forward hooks give the same tensors):
 
@@ -54,11 +55,19 @@ torchvision's ``AlexNet_Weights.IMAGENET1K_V1``, ``Inception_V3_Weights.IMAGENET
 'resnet50')`` puts in a torchvision ResNet-50). :func:`feature_metrics` gives ``None`` for the
 metrics of every net without a weight file; report those as unavailable, never as a number.
 
-MindEye2 brings every image to 256 px before any of this (its stored evaluation tensors are
-256 × 256); pass ``base=256`` to do the same (a first float resize to ``base`` × ``base``).
-Images are assumed square; others are resized to squares (``Resize(int)`` would keep the
-aspect ratio). CLIP two-way identification uses the project's CLIP encoder:
-``two_way(clip_features(enc, pred), clip_features(enc, true))``.
+The image chain (:class:`ImageProtocol`, config ``evaluate.image_protocol``): MindEye and
+MindEye2 bring stimuli and reconstructions to 256 × 256 first (``transforms.Resize((256, 256))``
+of float tensors; their stored evaluation tensors are 256 px), then to each metric's size, and
+torchvision 0.16, which they ran, did not antialias the resize of a tensor (its ``antialias``
+default, ``"warn"``, meant off for tensors until 0.17 turned it on): ``ImageProtocol(base=256,
+antialias=False)`` (:data:`MINDEYE_CHAIN`) is that chain. ``ImageProtocol(base=None,
+antialias=True)`` (:data:`DEFAULT_CHAIN`) resizes once, antialiased (today's torchvision). Without
+antialiasing a downsampling keeps fine detail as aliasing (NSD's 425 px stimuli to 256 px), which
+moves PixCorr and SSIM; every resize of the chain (``base``, 425, each net's size) follows it.
+Images are assumed square; others are resized to squares (``Resize(int)`` would keep the aspect
+ratio). CLIP two-way identification uses the judge CLIP's own preprocessing from uint8
+(:func:`clip_features`), whatever the chain: ``two_way(clip_features(judge, pred),
+clip_features(judge, true))``.
 """
 
 from __future__ import annotations
@@ -79,6 +88,61 @@ GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)
 BATCH = 32
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageProtocol:
+    """How images are brought to each metric's size (module docstring, "The image chain"):
+    ``base`` a first resize to ``base`` × ``base`` (``None``: none), ``antialias`` for every resize."""
+
+    base: int | None = None
+    antialias: bool = True
+
+    def __post_init__(self):
+        if self.base is not None and (isinstance(self.base, bool) or int(self.base) < 1):
+            raise InputError(f"image protocol: base must be a side in pixels or null, got {self.base!r}")
+        if not isinstance(self.antialias, bool):
+            raise InputError(f"image protocol: antialias must be true or false, got {self.antialias!r}")
+
+    @classmethod
+    def parse(cls, value) -> "ImageProtocol":
+        """From a mapping ``{base, antialias}`` (config ``evaluate.image_protocol``), its JSON
+        text, or an :class:`ImageProtocol`."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            import json
+
+            try:
+                value = json.loads(value)
+            except ValueError as e:
+                raise InputError(f"image protocol {value!r}: not JSON ({e})") from None
+        if not isinstance(value, dict):
+            raise InputError(f"image protocol: expected a mapping {{base, antialias}}, got {value!r}")
+        unknown = sorted(set(value) - {"base", "antialias"})
+        if unknown:
+            raise InputError(f"image protocol: unknown key(s) {unknown}; expected base, antialias")
+        base = value.get("base")
+        return cls(None if base is None else int(base), value.get("antialias", True))
+
+    def to_dict(self) -> dict:
+        return {"base": self.base, "antialias": self.antialias}
+
+    @property
+    def name(self) -> str:
+        """``"MindEye"`` (256 px first, no antialiasing), ``"default"`` (one antialiased resize),
+        or the values."""
+        if self == MINDEYE_CHAIN:
+            return "MindEye"
+        if self == DEFAULT_CHAIN:
+            return "default"
+        return f"base {self.base}, antialias {'on' if self.antialias else 'off'}"
+
+
+#: MindEye / MindEye2's chain: 256 px first, then each size, never antialiased (torchvision 0.16)
+MINDEYE_CHAIN = ImageProtocol(256, False)
+#: one antialiased resize to each size
+DEFAULT_CHAIN = ImageProtocol(None, True)
+
+
 # ----------------------------------------------------------------------------- input handling
 def _check_pair(pred, true, what="images"):
     pred, true = np.asarray(pred), np.asarray(true)
@@ -94,12 +158,13 @@ def _check_u8(images, name):
     return a
 
 
-def resize_float(images_u8, size: int, base: int | None = None):
+def resize_float(images_u8, size: int, base: int | None = None, *, antialias: bool = True):
     """``(n, 3, size, size)`` float32 torch tensor of uint8 ``(n, H, W, 3)`` images in [0, 1].
 
-    Bilinear with antialiasing (``torch.nn.functional.interpolate(..., antialias=True)``, what
-    torchvision's ``Resize(size, BILINEAR)`` does to float tensors); a first resize to
-    ``base`` × ``base`` when ``base`` is given. No resize where the side already matches.
+    Bilinear (``torch.nn.functional.interpolate(..., mode="bilinear", antialias=antialias)``:
+    what torchvision's ``Resize(size, BILINEAR)`` does to float tensors, antialiased as today's
+    torchvision does, or not, as 0.16's did); a first resize to ``base`` × ``base`` when ``base``
+    is given. No resize where the side already matches.
     """
     import torch
 
@@ -107,7 +172,7 @@ def resize_float(images_u8, size: int, base: int | None = None):
     for s in (base, size):
         if s is not None and tuple(x.shape[-2:]) != (int(s), int(s)):
             x = torch.nn.functional.interpolate(x, size=(int(s), int(s)), mode="bilinear",
-                                                align_corners=False, antialias=True)
+                                                align_corners=False, antialias=bool(antialias))
     return x
 
 
@@ -116,13 +181,13 @@ def _batches(n, batch=BATCH):
 
 
 # ----------------------------------------------------------------------------------- low level
-def pixcorr(pred, true, size: int = 425, *, base: int | None = None) -> np.ndarray:
+def pixcorr(pred, true, size: int = 425, *, base: int | None = None, antialias: bool = True) -> np.ndarray:
     """Pearson r of the flattened RGB of each prediction and its stimulus at ``size`` px, ``(n,)``."""
     pred, true = _check_pair(_check_u8(pred, "pred"), _check_u8(true, "true"))
     out = np.empty(len(pred))
     for a in _batches(len(pred)):
-        p = resize_float(pred[a:a + BATCH], size, base).flatten(1).numpy().astype(np.float64)
-        t = resize_float(true[a:a + BATCH], size, base).flatten(1).numpy().astype(np.float64)
+        p = resize_float(pred[a:a + BATCH], size, base, antialias=antialias).flatten(1).numpy().astype(np.float64)
+        t = resize_float(true[a:a + BATCH], size, base, antialias=antialias).flatten(1).numpy().astype(np.float64)
         out[a:a + len(p)] = _rowwise_r(p, t)
     return out
 
@@ -139,13 +204,13 @@ def grey(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float64) @ np.asarray(GREY_WEIGHTS)
 
 
-def ssim(pred, true, size: int = 425, *, base: int | None = None) -> np.ndarray:
+def ssim(pred, true, size: int = 425, *, base: int | None = None, antialias: bool = True) -> np.ndarray:
     """Mean SSIM of the grey ``size`` px prediction and stimulus, ``(n,)`` (module docstring)."""
     pred, true = _check_pair(_check_u8(pred, "pred"), _check_u8(true, "true"))
     out = np.empty(len(pred))
     for a in _batches(len(pred)):
-        p = grey(resize_float(pred[a:a + BATCH], size, base).permute(0, 2, 3, 1).numpy())
-        t = grey(resize_float(true[a:a + BATCH], size, base).permute(0, 2, 3, 1).numpy())
+        p = grey(resize_float(pred[a:a + BATCH], size, base, antialias=antialias).permute(0, 2, 3, 1).numpy())
+        t = grey(resize_float(true[a:a + BATCH], size, base, antialias=antialias).permute(0, 2, 3, 1).numpy())
         out[a:a + len(p)] = ssim_grey(p, t)
     return out
 
@@ -366,7 +431,8 @@ def load_feature_net(name: str, path):
     return model
 
 
-def net_features(name: str, model, images_u8, *, base: int | None = None, batch: int = BATCH) -> dict:
+def net_features(name: str, model, images_u8, *, base: int | None = None, antialias: bool = True,
+                 batch: int = BATCH) -> dict:
     """``{node: (n, d) float32}``: the flattened outputs of net ``name``'s metric nodes on images."""
     import torch
 
@@ -377,24 +443,27 @@ def net_features(name: str, model, images_u8, *, base: int | None = None, batch:
     hooks = [modules[node].register_forward_hook(
         lambda _m, _i, out, node=node: captured.__setitem__(node, out.detach().flatten(1).float().clone()))
         for node in spec.nodes]
+    dev = next(model.parameters()).device
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     parts: dict[str, list] = {node: [] for node in spec.nodes}
     try:
         with torch.inference_mode():
             for a in range(0, len(images_u8), batch):
-                x = (resize_float(images_u8[a:a + batch], spec.size, base) - mean) / std
-                model(x)
+                x = (resize_float(images_u8[a:a + batch], spec.size, base, antialias=antialias) - mean) / std
+                model(x.to(dev))
                 for node in spec.nodes:
-                    parts[node].append(captured.pop(node).numpy())
+                    parts[node].append(captured.pop(node).cpu().numpy())
     finally:
         for h in hooks:
             h.remove()
     return {node: (np.concatenate(v) if v else np.zeros((0, 0), np.float32)) for node, v in parts.items()}
 
 
-def feature_metrics(pred_u8, true_u8, weights: dict, *, base: int | None = None) -> dict:
-    """``{metric: (n,) array or None}`` for every metric of :data:`FEATURE_METRICS`.
+def feature_metrics(pred_u8, true_u8, weights: dict, *, base: int | None = None, antialias: bool = True,
+                    device: str = "cpu") -> dict:
+    """``{metric: (n,) array or None}`` for every metric of :data:`FEATURE_METRICS` (the nets run
+    on ``device``).
 
     ``weights`` maps a net name of :data:`FEATURE_NETS` to its weight file, or to ``None``; a
     net without a file (``None`` or absent) gives ``None`` for each of its metrics (unavailable,
@@ -410,9 +479,9 @@ def feature_metrics(pred_u8, true_u8, weights: dict, *, base: int | None = None)
         path = weights.get(name)
         if path is None:
             continue
-        model = load_feature_net(name, path)
-        fp = net_features(name, model, pred_u8, base=base)
-        ft = net_features(name, model, true_u8, base=base)
+        model = load_feature_net(name, path).to(device)
+        fp = net_features(name, model, pred_u8, base=base, antialias=antialias)
+        ft = net_features(name, model, true_u8, base=base, antialias=antialias)
         for metric, (node, kind) in spec.metrics:
             fn = two_way if kind == "two_way" else correlation_distance
             out[metric] = fn(fp[node], ft[node])
@@ -423,7 +492,8 @@ def feature_metrics(pred_u8, true_u8, weights: dict, *, base: int | None = None)
 # ------------------------------------------------------------------------------------- CLIP
 def clip_features(encoder, images_u8, size: int | None = 425) -> np.ndarray:
     """``(n, d)`` pooled CLIP embeddings of images (first resized to ``size`` px, PIL bicubic, as
-    the image-decoder evaluation always did), for :func:`two_way`."""
+    the image-decoder evaluation always did, then the encoder's own preprocessing), for
+    :func:`two_way`; the image chain (:class:`ImageProtocol`) does not apply."""
     from ..decoders.image_decoder import resize_uint8
 
     x = resize_uint8(images_u8, size) if size else images_u8

@@ -6,6 +6,13 @@ to the image embedding of highest cosine similarity (brain→image), and each im
 the brain embedding of highest similarity (image→brain). Top-1 accuracy is averaged over the
 items of a draw and then over the draws. Embeddings are flattened (tokens (T, W) → T·W) and
 L2-normalised here. Ties count as misses unless the true item comes first (``argmax``).
+
+MindEye's code (MedARC-AI/MindEyeV2 ``final_evaluations.ipynb``) names them the other way round
+from what the words suggest: its ``fwd_sim = batchwise_cosine_similarity(brain, clip)`` is
+``((brain @ clip.T) / norms).T``, whose rows are the images, and ``topk`` takes each row's best
+column, so its "fwd" retrieval, which MindEye2 reports as "Image retrieval", is image→brain here
+(``image_to_brain``); its "bwd" ("Brain retrieval") is brain→image (``brain_to_image``). The
+report puts each published column beside the figure computed the same way.
 """
 
 from __future__ import annotations

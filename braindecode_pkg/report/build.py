@@ -10,7 +10,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..errors import InputError
-from .metrics import (Metrics, metrics_tables, parse_k_method, published_table, read_metrics)
+from .metrics import (Metrics, metrics_tables, parse_k_method, protocol_table, published_table, read_metrics)
 from .page import Markup, h, img, join, page
 
 __all__ = ["build_report", "read_train_log", "retrieval_panels", "summary_text"]
@@ -92,7 +92,7 @@ def summary_text(mt: Metrics, simulated: bool = True) -> str:
                 best = r
         if best is not None:
             who = "averaged over subjects" if where == "mean" else f"for {where}"
-            s = (f"Best image retrieval (top-1, brain→image) {who}: {best.method} with "
+            s = (f"Best brain→image retrieval (top-1) {who}: {best.method} with "
                  f"{_pct(best.value, best.ci_low, best.ci_high)}")
             o = mt.get(where, "oracle", RETRIEVAL_METRIC)
             if o is not None and o.value:
@@ -158,7 +158,8 @@ def build_report(out_html, *, metrics_tsv, decode_dirs: Mapping[tuple[str, str],
                  true_captions: Mapping[int, list[str]] | None = None, brain_maps: Mapping[str, dict] | None = None,
                  train_logs: Mapping[str, Path] | None = None, config: Mapping | None = None,
                  inputs: Mapping[str, str] | None = None, max_grid: int = 12, title: str = "fMRI → CLIP decoding report",
-                 simulated: bool = True, thumb: int = 160, repo_dir=None) -> Path:
+                 simulated: bool = True, thumb: int = 160, repo_dir=None,
+                 parts: Mapping[str, dict] | None = None) -> Path:
     """Write the report to ``out_html`` atomically and return its path.
 
     ``metrics_tsv``: ``results/eval/metrics.tsv`` (required). ``decode_dirs``: ``{(method, subject):
@@ -168,6 +169,9 @@ def build_report(out_html, *, metrics_tsv, decode_dirs: Mapping[tuple[str, str],
     from :func:`.brainmaps.brain_map_entry`. ``train_logs``: ``{label: train_log.tsv or model folder}``.
     ``config``: the run's config mapping. ``inputs``: ``{name: sha256}``. ``max_grid``: rows per method
     in the image grid. ``simulated``: label the published rows as not comparable to nsd-sim.
+    ``parts``: ``metrics.json``'s ``parts`` (``{"method/subjAA": info}``: the infer protocol,
+    retrieval head, image chain and judge CLIP each row was scored with; see
+    :func:`.metrics.protocol_table`), or ``None``.
     """
     from ..io import atomic_path
     from .figures import retrieval_vs_sessions_png, training_curves_png
@@ -185,9 +189,13 @@ def build_report(out_html, *, metrics_tsv, decode_dirs: Mapping[tuple[str, str],
             h("p", summary_text(mt, simulated), class_="summary"),
             h("nav", [h("a", t, href=f"#{a}") for a, t in nav])]
 
-    tables, notes = metrics_tables(mt)
-    body.append(_section("metrics", "Metrics", join(tables, h("h3", "Published results"), published_table(simulated)),
-                         notes))
+    parts = dict(parts or {})
+    tables, notes = metrics_tables(mt, parts)
+    proto = protocol_table(parts)
+    if proto:
+        proto = join(h("h3", "Evaluation protocol of each row"), proto)
+    body.append(_section("metrics", "Metrics", join(tables, proto, h("h3", "Published results"),
+                                                    published_table(simulated)), notes))
 
     grid, notes, _ = grid_section(dict(decode_dirs or {}), stim, dict(true_captions or {}), int(max_grid), thumb=thumb)
     body.append(_section("grid", "Images & captions", grid, notes))
@@ -213,7 +221,7 @@ def build_report(out_html, *, metrics_tsv, decode_dirs: Mapping[tuple[str, str],
     panels = retrieval_panels(mt)
     if panels:
         fig = h("figure", img(retrieval_vs_sessions_png(panels), "retrieval against training sessions"),
-                h("figcaption", "Image retrieval (top-1, brain→image) of the held-out subject against the number "
+                h("figcaption", "brain→image retrieval (top-1) of the held-out subject against the number "
                                 "of its sessions used (K): adapted from the shared model, trained from scratch, "
                                 "ridge; bars: confidence intervals; dashed: the nsd-sim oracle."))
         notes = [] if any(p["oracle"] is not None for p in panels.values()) else ["No oracle rows: no ceiling line."]
@@ -221,7 +229,8 @@ def build_report(out_html, *, metrics_tsv, decode_dirs: Mapping[tuple[str, str],
         fig, notes = join(), ["No adapted-kK / scratch-kK / ridge-kK retrieval rows: nothing to plot against K."]
     body.append(_section("sessions", "Retrieval vs sessions", fig, notes))
 
-    prov, notes = provenance_section(config, dict(inputs or {}), git_commit(repo_dir), package_versions())
+    prov, notes = provenance_section(config, dict(inputs or {}), git_commit(repo_dir), package_versions(),
+                                     parts=parts)
     body.append(_section("provenance", "Provenance", prov, []))
 
     doc = page(title, join(body))

@@ -8,6 +8,8 @@ from ..errors import InputError
 
 def _arguments(s) -> None:
     s.add_argument("--metrics", required=True, help="results/eval/metrics.tsv")
+    s.add_argument("--metrics-json", default=None,
+                   help="results/eval/metrics.json: each row's evaluation protocol, image chain and judge CLIP")
     s.add_argument("--decode-root", required=True, help="results/decode (one folder per method and subject)")
     s.add_argument("--embed", required=True, help="the embed stage's HDF5 (true captions, CLIP checksum)")
     s.add_argument("--nsd-root", required=True, help="NSD root (stimulus images)")
@@ -33,7 +35,8 @@ def _run(args) -> int:
     out = report_from_results(args.out, metrics=args.metrics, decode_root=args.decode_root, embed=args.embed,
                               nsd_root=args.nsd_root, preps=prep_map(args.prep), brain_models=args.brain_models,
                               heldout=None if args.heldout is None else prep_map([f"{args.heldout}=x"]).popitem()[0],
-                              config=config, simulated=args.simulated, max_grid=args.max_grid)
+                              config=config, simulated=args.simulated, max_grid=args.max_grid,
+                              metrics_json=args.metrics_json)
     print(out)
     return 0
 

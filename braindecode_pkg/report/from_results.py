@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["report_from_results", "input_checksums"]
+__all__ = ["report_from_results", "input_checksums", "read_parts_info"]
 
 
 def input_checksums(preps: dict, embed) -> dict[str, str]:
@@ -30,10 +30,27 @@ def input_checksums(preps: dict, embed) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+def read_parts_info(metrics_json) -> dict:
+    """``metrics.json``'s ``parts``: ``{"method/subjAA": info}`` (what each row was scored with)."""
+    p = Path(metrics_json)
+    if not p.is_file():
+        raise InputError(f"{p}: not found (`braindecode-pkg evaluate --collect ... --json` writes it)")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{p}: not readable JSON ({e})") from None
+    parts = doc.get("parts") if isinstance(doc, dict) else None
+    if not isinstance(parts, dict):
+        raise InputError(f"{p}: no 'parts' object (the evaluation info of each row)")
+    return parts
+
+
 def report_from_results(out_html, *, metrics, decode_root, embed, nsd_root, preps: dict, brain_models,
-                        heldout: str | None, config: dict, simulated: bool, max_grid: int = 12) -> Path:
+                        heldout: str | None, config: dict, simulated: bool, max_grid: int = 12,
+                        metrics_json=None) -> Path:
     """Build the report from a results layout: ``preps`` {"subjAA": prep file}; brain maps from the
-    pretrained model (training subjects) and the adapted model of the most sessions (held-out)."""
+    pretrained model (training subjects) and the adapted model of the most sessions (held-out);
+    ``metrics_json`` (optional): the evaluation info of each row (protocol, judge, image chain)."""
     import h5py
 
     from ..data.layout import NSDPaths
@@ -67,4 +84,5 @@ def report_from_results(out_html, *, metrics, decode_root, embed, nsd_root, prep
         raise InputError(f"{stimuli}: stimulus images not found (NSD's nsd_stimuli.hdf5)")
     return build_report(out_html, metrics_tsv=metrics, decode_dirs=decode_dirs, stimuli=stimuli,
                         true_captions=true_captions, brain_maps=maps, train_logs=logs, config=config,
-                        inputs=input_checksums(preps, embed), max_grid=max_grid, simulated=simulated)
+                        inputs=input_checksums(preps, embed), max_grid=max_grid, simulated=simulated,
+                        parts=None if metrics_json is None else read_parts_info(metrics_json))

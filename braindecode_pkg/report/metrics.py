@@ -5,6 +5,17 @@
 CI columns are then empty): it is rendered as "unavailable", never as a number. Retrieval and
 two-way identification (and the nsd-sim attribute accuracy) are fractions and are shown as
 percentages, like the papers do ("83.1% [80.2, 85.9]"); the rest with three decimals.
+
+Retrieval has two directions, named by what is matched to what: ``brain→image`` (each brain
+sample's most similar image; MindEye's "bwd", MindEye2's "Brain retrieval" column) and
+``image→brain`` (each image's most similar brain sample; MindEye's "fwd", which MindEye2 reports
+as "Image retrieval"; see :mod:`.published`). The published table puts each column beside the
+metric computed the same way.
+
+With the parts' ``info`` (``metrics.json``), each metric row says whether it followed MindEye2's
+evaluation protocol (:func:`.published.protocol_differences`: retrieval head, image chain, judge
+family, all 1,000 test images), and the notes name the image chain, the retrieval head and the
+judge CLIP of the tables.
 """
 
 from __future__ import annotations
@@ -19,17 +30,20 @@ from ..errors import InputError
 from .page import Markup, h, join
 
 __all__ = ["MetricRow", "Metrics", "read_metrics", "format_value", "metric_label", "method_sort_key",
-           "parse_k_method", "METRIC_ORDER", "METRIC_GROUPS", "REQUIRED_COLUMNS", "is_percent"]
+           "parse_k_method", "METRIC_ORDER", "METRIC_GROUPS", "REQUIRED_COLUMNS", "is_percent", "protocol_table",
+           "row_protocol", "evaluation_notes"]
 
 REQUIRED_COLUMNS = ("subject", "method", "metric", "value", "ci_low", "ci_high")
 
 # metric → (short label, description)
 METRIC_INFO = {
-    "retrieval_brain2image_top1": ("Image ret.", "image retrieval: top-1 of the right image given the brain sample"),
-    "retrieval_image2brain_top1": ("Brain ret.", "brain retrieval: top-1 of the right brain sample given the image"),
+    "retrieval_brain2image_top1": ("brain→image", "top-1 of the right image given the brain sample (MindEye's bwd; "
+                                                   "MindEye2's 'Brain retrieval' column)"),
+    "retrieval_image2brain_top1": ("image→brain", "top-1 of the right brain sample given the image (MindEye's fwd; "
+                                                   "MindEye2's 'Image retrieval' column)"),
     "pixcorr": ("PixCorr", "pixelwise Pearson correlation"),
     "ssim": ("SSIM", "structural similarity"),
-    "twoway_clip": ("CLIP", "two-way identification, CLIP features"),
+    "twoway_clip": ("CLIP", "two-way identification, the judge CLIP's features"),
     "twoway_alexnet2": ("Alex(2)", "two-way identification, AlexNet layer 2"),
     "twoway_alexnet5": ("Alex(5)", "two-way identification, AlexNet layer 5"),
     "twoway_inception": ("Incep", "two-way identification, InceptionV3"),
@@ -42,7 +56,7 @@ METRIC_INFO = {
     "meteor": ("METEOR", "METEOR"),
     "rougeL": ("ROUGE-L", "ROUGE-L"),
     "cider": ("CIDEr", "CIDEr"),
-    "clip_s": ("CLIP-S", "CLIPScore of the predicted caption against the seen image"),
+    "clip_s": ("CLIP-S", "CLIPScore of the predicted caption against the seen image (the judge CLIP)"),
     "attr_acc": ("Attr. acc.", "nsd-sim: fraction of the scene's attributes named correctly"),
 }
 METRIC_GROUPS = (
@@ -202,10 +216,35 @@ def _header(metrics: list[str], extra: list[str]) -> Markup:
     return h("tr", cells)
 
 
-def metrics_tables(mt: Metrics) -> tuple[Markup, list[str]]:
+def row_protocol(parts: dict | None, subject: str, method: str) -> list[str] | None:
+    """What of MindEye2's protocol the row (subject, method) does not share (``[]``: it follows it);
+    the mean row: every subject's part; ``None`` without parts' info for it."""
+    from .published import protocol_differences
+
+    if not parts:
+        return None
+    keys = [k for k in parts if k.split("/")[0] == method and (subject == "mean" or k.split("/")[-1] == subject)]
+    diffs = [protocol_differences(parts[k]) for k in keys]
+    if not diffs or any(d is None for d in diffs):
+        return None
+    return list(dict.fromkeys(x for d in diffs for x in d))
+
+
+def _protocol_cell(parts, subject, method) -> Markup:
+    d = row_protocol(parts, subject, method)
+    if d is None:
+        return h("td", "—", class_="num")
+    if not d:
+        return h("td", "MindEye2's", class_="protocol follows", title="follows MindEye2's evaluation protocol")
+    return h("td", "differs", class_="protocol differs", title="; ".join(d))
+
+
+def metrics_tables(mt: Metrics, parts: dict | None = None) -> tuple[Markup, list[str]]:
     """One table per metric group (retrieval, images, captions); rows: per subject (mean first) the
     methods. Retrieval gets a "fraction of oracle" column per retrieval metric where that subject has
-    an oracle row. Returns the HTML and notes."""
+    an oracle row. With ``parts`` (``metrics.json``'s ``parts``: ``{"method/subjAA": info}``) the
+    retrieval and image tables get a "protocol" column: whether the row follows MindEye2's
+    evaluation protocol (its title says what differs). Returns the HTML and notes."""
     notes = []
     out = []
     have = set(mt.metrics)
@@ -219,6 +258,8 @@ def metrics_tables(mt: Metrics) -> tuple[Markup, list[str]]:
             continue
         oracle_cols = [m for m in ms if m in RETRIEVAL] if has_oracle else []
         extra = [f"{metric_label(m)} ÷ oracle" for m in oracle_cols]
+        with_protocol = bool(parts) and name in ("Retrieval", "Images")
+        extra += ["protocol"] if with_protocol else []
         rows = [_header(ms, extra)]
         ncol = 1 + len(ms) + len(extra)
         for subj in mt.subjects:
@@ -239,6 +280,8 @@ def metrics_tables(mt: Metrics) -> tuple[Markup, list[str]]:
                         cells.append(h("td", "—", class_="num"))
                     else:
                         cells.append(h("td", f"{100 * r.value / o.value:.1f}%", class_="num"))
+                if with_protocol:
+                    cells.append(_protocol_cell(parts, subj, meth))
                 rows.append(h("tr", cells))
         out.append(h("h3", name))
         out.append(h("div", h("table", rows, class_="metrics"), class_="scroll"))
@@ -248,8 +291,100 @@ def metrics_tables(mt: Metrics) -> tuple[Markup, list[str]]:
         notes.append("÷ oracle: the method's value divided by the oracle's point estimate for the same subject "
                      "(the oracle's own uncertainty is not propagated).")
     notes.append("Brackets: bootstrap confidence interval. Percentages: retrieval (top-1), two-way identification"
-                 " and attribute accuracy; Eff and SwAV are distances (lower is better).")
+                 " and attribute accuracy; Eff and SwAV are distances (lower is better). Retrieval: brain→image "
+                 "matches each brain sample to its most similar test image, image→brain each image to its most "
+                 "similar brain sample (MindEye's fwd, which MindEye2 reports as 'Image retrieval').")
+    notes += evaluation_notes(parts)
     return join(out), notes
+
+
+def _distinct(parts: dict, what) -> dict[str, list[str]]:
+    """{description: [row keys]} of one property of the parts that record a protocol."""
+    out: dict[str, list[str]] = {}
+    for key, info in sorted(parts.items()):
+        if info and "image_protocol" in info:
+            out.setdefault(what(info), []).append(key)
+    return out
+
+
+def _chain_text(info) -> str:
+    c = info["image_protocol"]
+    if c.get("base") == 256 and c.get("antialias") is False:
+        return "MindEye's chain (every image to 256 px first, then each metric's size; no antialiasing)"
+    if c.get("base") is None and c.get("antialias") is True:
+        return "one antialiased resize to each metric's size"
+    return f"a first resize to {c.get('base')} px, antialiasing {'on' if c.get('antialias') else 'off'}"
+
+
+def _judge_text(info) -> str:
+    j = info.get("judge_clip") or {}
+    text = f"{j.get('name', '?')} ({j.get('weights', '?')})"
+    if j.get("is_decoding_clip"):
+        text += ", the decoding CLIP itself: best-of-n selection inflates these"
+    return text
+
+
+def evaluation_notes(parts: dict | None) -> list[str]:
+    """Notes naming, for the rows that record it, the image chain of PixCorr, SSIM and the feature
+    nets, the retrieval head, and the judge CLIP of two-way CLIP and CLIP-S."""
+    if not parts:
+        return ["No evaluation info (metrics.json) given: the image chain, retrieval head and judge of the rows "
+                "are not shown."]
+
+    def say(label, groups):
+        if not groups:
+            return []
+        if len(groups) == 1:
+            return [f"{label}: {next(iter(groups))} (every row)."]
+        return [f"{label}: " + "; ".join(f"{d} ({', '.join(keys)})" for d, keys in groups.items()) + "."]
+
+    def head(i):
+        h_ = i["retrieval"].get("head", "pooled")
+        what = ("the flattened predicted tokens against the embed file's image_tokens" if h_ == "tokens" else
+                "the predicted pooled embedding against the embed file's image_pooled")
+        return f"{h_} ({what}), infer protocol {i.get('protocol', '?')}"
+
+    heads = _distinct(parts, head)
+    return (say("Image chain of PixCorr, SSIM and the feature nets", _distinct(parts, _chain_text))
+            + say("Retrieval head and infer protocol", heads)
+            + say("Judge CLIP of two-way CLIP and CLIP-S", _distinct(parts, _judge_text))
+            + ["Protocol column: 'MindEye2's' where the row was scored as MindEye2's Table 1 was (retrieval on "
+               "tokens, MindEye's image chain, an OpenAI ViT-L/14 judge, all 1,000 test images reconstructed); "
+               "'differs' otherwise (hover for what)."])
+
+
+def protocol_table(parts: dict | None) -> Markup:
+    """Per (method, subject) part: the infer protocol scored, retrieval head, image chain, judge,
+    images reconstructed, and whether it follows MindEye2's protocol."""
+    from .published import protocol_differences
+
+    if not parts:
+        return join()
+    head = h("tr", [h("th", x) for x in ("method", "subject", "protocol", "retrieval", "image chain", "judge CLIP",
+                                         "reconstructed", "MindEye2's protocol")])
+    rows = [head]
+
+    def key(k):
+        method, _, subj = k.partition("/")
+        return (method_sort_key(method), subj)
+
+    for k in sorted(parts, key=key):
+        info = parts[k] or {}
+        d = protocol_differences(info)
+        if d is None:
+            continue
+        method, _, subj = k.partition("/")
+        ch = info["image_protocol"]
+        rows.append(h("tr", h("td", h("code", method)), h("td", subj), h("td", info.get("protocol", "?")),
+                      h("td", info["retrieval"].get("head", "pooled")),
+                      h("td", f"base {ch.get('base')}, antialias {'on' if ch.get('antialias') else 'off'}"),
+                      h("td", (info.get("judge_clip") or {}).get("name", "?"),
+                        title=(info.get("judge_clip") or {}).get("weights")),
+                      h("td", f"{info.get('n_reconstructed', '?')} of {info.get('n', '?')}", class_="num"),
+                      h("td", "yes" if not d else "no: " + "; ".join(d))))
+    if len(rows) == 1:
+        return join()
+    return h("div", h("table", rows, class_="protocol"), class_="scroll")
 
 
 def published_table(simulated: bool = True) -> Markup:
@@ -259,7 +394,8 @@ def published_table(simulated: bool = True) -> Markup:
     label = ("Published on real NSD, not comparable to nsd-sim" if simulated
              else "Published on real NSD (other models, other runs: compare with care)")
     cap = h("caption", label + " — " + pub.SOURCE["table"])
-    rows = [h("tr", h("th", "published method"), [h("th", lab, title=m) for m, lab in pub.COLUMNS])]
+    rows = [h("tr", h("th", "published method"),
+              [h("th", lab, title=f"{m} ({metric_label(m)})") for m, lab in pub.COLUMNS])]
     for name, vals in pub.ROWS:
         cells = [h("td", name)]
         for m, _ in pub.COLUMNS:
@@ -271,5 +407,9 @@ def published_table(simulated: bool = True) -> Markup:
                 cells.append(h("td", text, class_=cls))
         rows.append(h("tr", cells))
     src = h("p", "Source: ", pub.SOURCE["citation"], ", ", pub.SOURCE["table"], ". ",
-            h("code", pub.SOURCE["url"]), class_="note")
+            h("code", pub.SOURCE["url"]), ". 'Image retrieval' is MindEye's fwd retrieval, which its code computes "
+            "as image→brain (each image's most similar brain sample): this report's image→brain; 'Brain retrieval' "
+            "is brain→image. Scored with MindEye2's protocol: retrieval on the flattened ViT-bigG tokens, every "
+            "image to 256 px first without antialiasing, two-way CLIP judged by OpenAI's ViT-L/14, all 1,000 "
+            "shared test images.", class_="note")
     return join(h("div", h("table", cap, rows, class_="published"), class_="scroll"), src)

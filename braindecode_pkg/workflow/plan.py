@@ -106,9 +106,48 @@ class Plan:
                              f"{self.config['subjects']}")
         if not self.pretrain_subjects:
             raise ValueError("config brain.heldout: no subject left to pretrain on")
+        self.check_decode()
         self.check_model_configs()
         self.check_inputs()
         self.check_train_batches()
+        self.check_evaluate()
+
+    def model_section(self, regime: str) -> dict:
+        """The effective ``model`` section of a regime (adapt: the pretrained model's; scratch:
+        pretrain's unless it gives its own)."""
+        own = (self.brain[regime] or {}).get("model")
+        if regime == "adapt" or own is None:
+            return dict((self.brain["pretrain"] or {}).get("model") or {})
+        return dict(own)
+
+    def has_prior(self, method: str) -> bool:
+        """Whether a method's model has a diffusion prior (ridge and true embeddings never do)."""
+        if method.startswith(("ridge", "true_embedding")):
+            return False
+        regime = "pretrain" if method == "pretrain" else method.split("-")[0]
+        return self.model_section(regime).get("prior") is not None
+
+    def check_decode(self) -> None:
+        """The decode recipe asks only for what the brain models will have."""
+        d = self.config["decode"]
+        if d.get("source", "direction") == "prior":
+            lacking = [r for r in ("pretrain", "scratch") if self.model_section(r).get("prior") is None
+                       and (r == "pretrain" or self.ks)]
+            if lacking:
+                raise ValueError(f"config decode.source: 'prior' decodes the brain models' diffusion prior, but "
+                                 f"brain.{lacking[0]}.model.prior is not set (the models would be trained without one)")
+        if d.get("img2img") and not self.want_latent:
+            raise ValueError("config decode.img2img: img2img starts from the latent head's blurry reconstruction, "
+                             f"but brain.heads is {self.brain['heads']!r}, without 'latent'")
+
+    def validation_opt(self) -> str:
+        """``--validation IMAGES:SEED`` of the training and ridge rules (config brain.validation)."""
+        v = self.brain.get("validation") or {}
+        return f"--validation {int(v['images'])}:{int(v.get('seed', 0))}" if v.get("images") else ""
+
+    def infer_opts(self, method: str) -> str:
+        """``--prior`` when decode reads the method's prior samples."""
+        return "--prior" if self.config["decode"].get("source") == "prior" and self.has_prior(method) else ""
 
     def check_model_configs(self) -> None:
         """Real weights named in models.* must exist: one clear message before any job runs.
@@ -320,6 +359,73 @@ class Plan:
     def feature_weights_arg(self) -> str:
         return shlex.quote(json.dumps({k: v for k, v in self.config["evaluate"]["feature_weights"].items() if v}))
 
+    def check_evaluate(self) -> None:
+        """The judge CLIP exists (real weights, or nsd-sim's: shipped, or trained here), and
+        retrieval on tokens has tokens to retrieve on: the brain model predicts them and embed
+        stores them. Each an :class:`InputError` naming the key."""
+        from ..evaluate.judge import parse_judge_config
+
+        if self.evaluate_config("retrieval_head") == "tokens":
+            what = self.config["embed"]["what"]
+            if what not in ("tokens", "both"):
+                raise InputError(f"config evaluate.retrieval_head: tokens, but embed.what is {what!r}, which stores "
+                                 f"no image tokens to retrieve among (use tokens or both)")
+            if not self._predicts_tokens(self.clip_heads):
+                raise InputError(f"config evaluate.retrieval_head: tokens, but brain.heads ({self.brain['heads']}) "
+                                 f"predicts no tokens (add tokens)")
+        judge = self.models["judge_clip"]
+        if self.trained_sim("judge_clip") is None:  # a judge trained here exists once its rule ran
+            try:
+                parse_judge_config(judge)
+            except InputError as e:
+                raise InputError(f"config models.judge_clip: {e}") from None
+
+    def evaluate_config(self, key: str):
+        """A key of the config's evaluate section, with its default (config/config.yaml's)."""
+        defaults = {"retrieval_head": "pooled", "image_protocol": {"base": None, "antialias": True}}
+        return self.config["evaluate"].get(key, defaults.get(key))
+
+    def _predicts_tokens(self, heads: str) -> bool:
+        """Whether CLIP heads (``available`` = what embed stores) include the tokens."""
+        names = heads.split(",")
+        return "tokens" in names or ("available" in names and self.config["embed"]["what"] in ("tokens", "both"))
+
+    def retrieval_head(self, method: str) -> str:
+        """The head a method's retrieval is scored on: ``evaluate.retrieval_head``, except that ridge
+        methods fitted without tokens (``brain.ridge_heads``) are scored on pooled (the report marks
+        their rows as not following the published protocol)."""
+        want = self.evaluate_config("retrieval_head")
+        if want == "tokens" and method.startswith("ridge-") and not self._predicts_tokens(self.ridge_heads):
+            return "pooled"
+        return want
+
+    def retrieval_heads_opt(self, methods) -> str:
+        """evaluate's ``--retrieval-head`` values, one per method."""
+        return "--retrieval-head " + " ".join(self.retrieval_head(m) for m in methods)
+
+    def image_protocol_arg(self) -> str:
+        """evaluate's ``--image-protocol`` value (config ``evaluate.image_protocol``, JSON)."""
+        return shlex.quote(json.dumps(self.evaluate_config("image_protocol"), sort_keys=True))
+
+    def judge_opts(self) -> str:
+        """evaluate's judge options: ``--judge-clip`` and, for nsd-sim's judge trained here,
+        ``--sim-judge-clip DIR``."""
+        return f"--judge-clip {self.model_arg('judge_clip')} {self.sim_dir_opt('judge_clip')}".strip()
+
+    def judge_input(self) -> list[str]:
+        """What evaluate reads of the judge: the nsd-sim judge trained here (its marker file) or
+        the shipped judge's weights (so that new shipped weights score again); real weights are
+        checked at parse time."""
+        from ..evaluate.judge import is_sim
+
+        if self.trained_sim("judge_clip") is not None:
+            return self.trained_sim_input("judge_clip")
+        if not is_sim(self.models["judge_clip"]):
+            return []
+        from ..decoders import clip
+
+        return [str(clip.SHIPPED_SIM_JUDGE / clip.LOCAL_DIR_SAFETENSORS)]
+
     def config_arg(self) -> str:
         """The whole config as JSON (the report's provenance)."""
         return shlex.quote(json.dumps(self.config, sort_keys=True))
@@ -355,6 +461,11 @@ class Plan:
 
     def train_gpus(self, regime: str) -> int:
         return int(self._rule_res(regime)["gpus"])
+
+    def device_opt(self, rule: str) -> str:
+        """``--device cuda`` for a stage whose jobs are given a GPU (resources), else nothing: the
+        CPU path is the default of every stage."""
+        return "--device cuda" if int(self._rule_res(rule)["gpus"]) > 0 else ""
 
     def train_launcher(self, wildcards, resources) -> str:
         """Params function of a training rule: ``python -m braindecode_pkg``, or ``accelerate launch``

@@ -31,7 +31,9 @@ def test_both_modes_train_on_the_synthetic_file(bench, tmp_path, monkeypatch, on
     # the rows the two batches touched are file-backed pages instead (a float16 row is 0.8 MiB)
     tokens_mib = 70 * np.prod(bench.TOKENS) * 4 / 2**20
     extra_private = got["memory"]["anon_mib"] - got["mmap"]["anon_mib"]
-    assert 0.6 * tokens_mib < extra_private < 1.4 * tokens_mib, (extra_private, got)
+    # at least the one float32 copy, and not a second one on top of transient buffers (measured
+    # 1.0-1.46x on this machine class: the allocator's reuse of freed read buffers varies)
+    assert 0.6 * tokens_mib < extra_private < 1.9 * tokens_mib, (extra_private, got)
     assert got["mmap"]["file_mib"] - got["memory"]["file_mib"] > 10 * np.prod(bench.TOKENS) * 2 / 2**20, got
     with pytest.raises(Exception, match="do not match their checksum"):
         with h5py.File(embed, "r+") as f:

@@ -125,7 +125,7 @@ def test_bad_resources_fail_the_schema(tmp_path, text, words):
 
 
 # ------------------------------------------------------------------------ MindEye2 scale
-def placeholder_weights(root: Path) -> Path:
+def placeholder_weights(root: Path, clip_arch: str = "ViT-bigG-14") -> Path:
     """Files where config/nsd-mindeye2.yaml's checks look for its weights (empty where only
     existence is checked; the CLIP file, whose format is checked at parse time, a one-tensor
     torch checkpoint), and a config that points there."""
@@ -144,8 +144,12 @@ def placeholder_weights(root: Path) -> Path:
     for f in (cap / "model.safetensors", lm / "config.json", lm / "model.safetensors", lm / "tokenizer.json"):
         f.touch()
     cfg = root / "weights.yaml"
-    cfg.write_text(f"models:\n  clip: {{arch: ViT-bigG-14, pretrained: {clip}}}\n"
-                   f"  image_decoder: {{pipeline_dir: {unclip}}}\n  captioner: {{dir: {cap}, lm: {lm}}}\n")
+    judge = root / "judge/open_clip_pytorch_model.bin"
+    judge.parent.mkdir(parents=True)
+    torch.save({"placeholder": torch.zeros(1)}, judge)
+    cfg.write_text(f"models:\n  clip: {{arch: {clip_arch}, pretrained: {clip}}}\n"
+                   f"  image_decoder: {{pipeline_dir: {unclip}}}\n  captioner: {{dir: {cap}, lm: {lm}}}\n"
+                   f"  judge_clip: {{arch: ViT-L-14-quickgelu, pretrained: {judge}}}\n")
     return cfg
 
 

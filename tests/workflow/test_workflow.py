@@ -294,10 +294,12 @@ def test_real_nsd_config_builds_its_dag(tmp_path):
     """config/nsd.yaml (subjects 1, 2, 5, 7; 7 held out) plans every stage on an NSD-shaped tree of
     empty placeholder files (the workflow checks that the root holds the files the stages start from)."""
     from braindecode_pkg.data.placeholders import write_placeholders
+    from tests.workflow.test_cluster_plan import placeholder_weights
 
     write_placeholders(tmp_path / "nsd", subjects=(1, 2, 5, 7))
-    r = run_snakemake(tmp_path, "--configfile", str(REPO / "config/nsd.yaml"), "--config", f"nsd_root={tmp_path / 'nsd'}",
-                      "-n")
+    weights = placeholder_weights(tmp_path / "weights", clip_arch="ViT-H-14")
+    r = run_snakemake(tmp_path, "--configfile", str(REPO / "config/nsd.yaml"), str(weights),
+                      "--config", f"nsd_root={tmp_path / 'nsd'}", "-n")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     for rule, count in (("preprocess", 4), ("embed", 1), ("pretrain", 1), ("adapt", 3), ("scratch", 3),

@@ -13,6 +13,7 @@ rule pretrain:
     params:
         prep=plan.prep_args(plan.pretrain_subjects),
         sets=plan.regime_sets("pretrain"),
+        validation=plan.validation_opt(),
         heads=plan.clip_heads,
         latent=plan.latent_opt,
         out=lambda wc, output: os.path.dirname(output[0]),
@@ -28,8 +29,8 @@ rule pretrain:
         "../envs/braindecode.yaml"
     shell:
         "{params.launch} train --regime pretrain --prep {params.prep} --embed {input.embed} {params.latent} "
-        "--heads {params.heads} {params.sets} --set train.threads={params.threads} --out {params.out} --quiet "
-        "> {log} 2>&1"
+        "--heads {params.heads} {params.sets} {params.validation} --set train.threads={params.threads} "
+        "--out {params.out} --quiet > {log} 2>&1"
 
 
 rule adapt:
@@ -46,6 +47,7 @@ rule adapt:
         subject=lambda wc: int(plan.heldout),
         latent=plan.latent_opt,
         sets=plan.regime_sets("adapt"),
+        validation=plan.validation_opt(),
         init=lambda wc, input: os.path.dirname(input.init),
         out=lambda wc, output: os.path.dirname(output[0]),
         launch=plan.train_launcher,
@@ -60,7 +62,8 @@ rule adapt:
         "../envs/braindecode.yaml"
     shell:
         "{params.launch} train --regime adapt --prep {params.subject}={input.prep} --embed {input.embed} {params.latent} "
-        "--init {params.init} --sessions first:{wildcards.k} {params.sets} --set train.threads={params.threads} "
+        "--init {params.init} --sessions first:{wildcards.k} {params.sets} {params.validation} "
+        "--set train.threads={params.threads} "
         "--out {params.out} --quiet > {log} 2>&1"
 
 
@@ -76,6 +79,7 @@ rule scratch:
     params:
         subject=lambda wc: int(plan.heldout),
         sets=plan.regime_sets("scratch"),
+        validation=plan.validation_opt(),
         heads=plan.clip_heads,
         latent=plan.latent_opt,
         out=lambda wc, output: os.path.dirname(output[0]),
@@ -91,7 +95,8 @@ rule scratch:
         "../envs/braindecode.yaml"
     shell:
         "{params.launch} train --regime scratch --prep {params.subject}={input.prep} --embed {input.embed} {params.latent} "
-        "--heads {params.heads} --sessions first:{wildcards.k} {params.sets} --set train.threads={params.threads} "
+        "--heads {params.heads} --sessions first:{wildcards.k} {params.sets} {params.validation} "
+        "--set train.threads={params.threads} "
         "--out {params.out} --quiet > {log} 2>&1"
 
 
@@ -107,6 +112,7 @@ rule ridge:
     params:
         sessions=lambda wc: "all" if wc.sel == "all" else f"first:{wc.sel[1:]}",
         heads=plan.ridge_heads,  # ridge maps to CLIP heads only (brain.ridge_heads; default the model's)
+        validation=plan.validation_opt(),
         out=lambda wc, output: os.path.dirname(output[0]),
         cli=CLI,
     log:
@@ -119,7 +125,7 @@ rule ridge:
         "../envs/braindecode.yaml"
     shell:
         "{params.cli} ridge --prep {input.prep} --embed {input.embed} --sessions {params.sessions} "
-        "--heads {params.heads} --threads {threads} --out {params.out} > {log} 2>&1"
+        "--heads {params.heads} {params.validation} --threads {threads} --out {params.out} > {log} 2>&1"
 
 
 rule infer:
@@ -133,6 +139,8 @@ rule infer:
         subject=r"\d\d",
     params:
         model=lambda wc, input: os.path.dirname(input.model),
+        device=plan.device_opt("infer"),
+        opts=lambda wc: plan.infer_opts(wc.method),
         cli=CLI,
     log:
         f"{RESULTS}/logs/brain/infer-{{method}}-subj{{subject}}.log",
@@ -144,4 +152,4 @@ rule infer:
         "../envs/braindecode.yaml"
     shell:
         "{params.cli} infer --model {params.model} --prep {input.prep} --subject {wildcards.subject} "
-        "--method {wildcards.method} --threads {threads} --out {output} > {log} 2>&1"
+        "--method {wildcards.method} {params.opts} --threads {threads} {params.device} --out {output} > {log} 2>&1"

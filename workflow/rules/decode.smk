@@ -44,6 +44,7 @@ for _g, (_s, _ms) in plan.method_groups().items():
             out=" ".join(plan.decode_out(m, _s) for m in _ms),
             models=plan.decoders_opts(),
             sets=plan.decode_sets(),
+            device=plan.device_opt("decode"),
             cli=CLI,
         log:
             f"{RESULTS}/logs/decode/{_g}.log",
@@ -55,4 +56,4 @@ for _g, (_s, _ms) in plan.method_groups().items():
             "../envs/braindecode.yaml"
         shell:
             "{params.cli} decode --brain {input.brain} --embed {input.embed} {params.models} {params.sets} "
-            "--threads {threads} --out {params.out} --quiet > {log} 2>&1"
+            "--threads {threads} {params.device} --out {params.out} --quiet > {log} 2>&1"

@@ -13,6 +13,7 @@ rule embed:
         what=config["embed"]["what"],
         dtype=config["embed"].get("dtype", "float32"),
         batch=config["embed"]["batch_size"],
+        device=plan.device_opt("embed"),
         cli=CLI,
     log:
         f"{RESULTS}/logs/embed.log",
@@ -26,7 +27,7 @@ rule embed:
         "{params.cli} embed --nsd-root {params.root} --subjects {params.subjects} "
         "--sessions {params.sessions} --clip {params.clip} {params.sim_clip} --what {params.what} "
         "--dtype {params.dtype} "
-        "--batch-size {params.batch} --out {output} > {log} 2>&1"
+        "--batch-size {params.batch} {params.device} --out {output} > {log} 2>&1"
 
 
 rule latents:
@@ -42,6 +43,7 @@ rule latents:
         sessions=plan.sessions_arg,
         image_decoder=plan.model_arg("image_decoder"),
         sim=plan.sim_dir_opt("image_decoder"),
+        device=plan.device_opt("latents"),
         cli=CLI,
     log:
         f"{RESULTS}/logs/latents.log",
@@ -53,4 +55,4 @@ rule latents:
         "../envs/braindecode.yaml"
     shell:
         "{params.cli} latents --nsd-root {params.root} --subjects {params.subjects} --sessions {params.sessions} "
-        "--image-decoder {params.image_decoder} {params.sim} --out {output} > {log} 2>&1"
+        "--image-decoder {params.image_decoder} {params.sim} {params.device} --out {output} > {log} 2>&1"

@@ -1,6 +1,8 @@
 # Evaluate and report (issue 5): the metric battery per (method, subject), nsd-sim's oracle,
 # results/eval/metrics.tsv with bootstrap CIs, and the HTML report. Each evaluate job scores a
-# group of one subject's methods in one process (CLIP, METEOR's Java and the stimuli load once).
+# group of one subject's methods in one process (the judge CLIP, METEOR's Java and the stimuli
+# load once). Two-way CLIP and CLIP-S are scored by the judge (models.judge_clip), never by the
+# decoding CLIP; each method is scored on the infer protocol its decode folder decoded.
 
 
 for _g, (_s, _ms) in plan.method_groups().items():
@@ -13,16 +15,18 @@ for _g, (_s, _ms) in plan.method_groups().items():
             decode=[f"{plan.decode_out(m, _s)}/decode.h5" for m in _ms],
             embed=plan.embed,
             sim=plan.nsd_ready,  # the simulation's truth (scene attributes) comes with it
-            models=plan.trained_sim_input("clip"),
+            judge=plan.judge_input(),
         output:
             [plan.part_file(m, _s) for m in _ms],
         params:
             decode=" ".join(plan.decode_out(m, _s) for m in _ms),
             root=plan.nsd_root,
             truth=plan.truth_opt(_s),
-            clip=plan.model_arg("clip"),
-            sim_clip=plan.sim_dir_opt("clip"),
+            judge=plan.judge_opts(),
             weights=plan.feature_weights_arg(),
+            chain=plan.image_protocol_arg(),
+            heads=plan.retrieval_heads_opt(_ms),
+            device=plan.device_opt("evaluate"),
             cli=CLI,
         log:
             f"{RESULTS}/logs/eval/{_g}.log",
@@ -34,8 +38,9 @@ for _g, (_s, _ms) in plan.method_groups().items():
             "../envs/braindecode.yaml"
         shell:
             "{params.cli} evaluate --brain {input.brain} --decode {params.decode} --embed {input.embed} "
-            "--nsd-root {params.root} {params.truth} --clip {params.clip} {params.sim_clip} "
-            "--feature-weights {params.weights} --threads {threads} --out {output} > {log} 2>&1"
+            "--nsd-root {params.root} {params.truth} {params.judge} --feature-weights {params.weights} "
+            "--image-protocol {params.chain} {params.heads} --threads {threads} {params.device} --out {output} "
+            "> {log} 2>&1"
 
 
 rule preprocess_psc:
@@ -108,6 +113,7 @@ rule collect:
 rule report:
     input:
         metrics=f"{plan.eval_dir}/metrics.tsv",
+        parts=f"{plan.eval_dir}/metrics.json",
         decodes=[f"{plan.decode_out(m, s)}/decode.h5" for m, s in plan.decode_methods()],
         embed=plan.embed,
         preps=[plan.prep_file(s) for s in plan.subjects],
@@ -131,6 +137,6 @@ rule report:
     conda:
         "../envs/braindecode.yaml"
     shell:
-        "{params.cli} report --metrics {input.metrics} --decode-root {params.decode} --embed {input.embed} "
+        "{params.cli} report --metrics {input.metrics} --metrics-json {input.parts} --decode-root {params.decode} --embed {input.embed} "
         "--nsd-root {params.root} --prep {params.preps} --brain-models {params.models} {params.heldout} "
         "--config {params.config} {params.simulated} --out {output} > {log} 2>&1"

@@ -1,5 +1,6 @@
-# nsd-sim's own pretrained models, trained here when models.sim_weights is "train" (otherwise the
-# weights shipped in braindecode_pkg/sim/weights/nsd-sim-1.0 are used and these rules never run).
+# nsd-sim's own pretrained models (and the judge CLIP evaluate scores with), trained here when
+# models.sim_weights is "train" (otherwise the weights shipped in
+# braindecode_pkg/sim/weights/nsd-sim-1.0 are used and these rules never run).
 # Each rule runs the part of the shipped models' training chain (braindecode-pkg
 # train-sim-models) that its model needs; the chain's intermediate stages go to
 # {plan.sim_models}/stages and are reused by a rerun.
@@ -66,3 +67,24 @@ rule train_sim_captioner:
     shell:
         "{params.cli} train-sim-models --only captioner --scale {params.preset} --threads {threads} "
         "{params.clip} --out {params.out} --quiet > {log} 2>&1"
+
+
+rule train_sim_judge_clip:
+    # nsd-sim's judge CLIP (models.judge_clip "sim"): the CLIP's recipe from another seed; evaluate
+    # scores two-way identification and CLIP-S with it instead of the CLIP that decodes
+    output:
+        plan.sim_model_file("judge_clip"),
+    params:
+        out=lambda wc, output: parent(output[0], 2),
+        preset=plan.models["sim_preset"],
+        cli=CLI,
+    log:
+        f"{RESULTS}/logs/models/train_sim_judge_clip.log",
+    threads: plan.threads("train_sim_judge_clip")
+    resources:
+        **plan.resources("train_sim_judge_clip"),
+    conda:
+        "../envs/braindecode.yaml"
+    shell:
+        "{params.cli} train-sim-models --only judge_clip --scale {params.preset} --threads {threads} "
+        "--out {params.out} --quiet > {log} 2>&1"

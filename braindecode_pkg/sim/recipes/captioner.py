@@ -392,6 +392,26 @@ def _curve_point(cap, heldout: dict, recipe: Recipe, step: int, t_train: float, 
     return point
 
 
+def _check_inputs(recipe: Recipe, pairs, lm, exclude_ids) -> Path | None:
+    """The checks before any work (the language model's folder, the held-out set of an embed
+    file); returns the language model's folder, or None for nsd-sim's own."""
+    from ...decoders import captioner as mcap
+
+    if recipe.mapper not in mcap.MAPPER_KINDS:
+        raise InputError(f"mapper {recipe.mapper!r}; expected one of {list(mcap.MAPPER_KINDS)}")
+    from_file = pairs is not None and not isinstance(pairs, (tuple, list))
+    if from_file and lm is None:
+        raise InputError("training on an embeddings file needs a local language model folder (--lm DIR)")
+    lm_dir = Path(lm).expanduser().resolve() if lm is not None else None
+    if lm_dir is not None:
+        mcap._check_lm_dir(lm_dir, None)
+    if from_file and exclude_ids is None:
+        raise InputError(f"--pairs {pairs} without --nsd-root: the held-out images would be a random split, so NSD's "
+                         f"shared 1000 (the brain test set) could be trained on; give --nsd-root NSD (holds them "
+                         f"out) or --heldout-ids FILE (nsd ids to hold out, one per line)")
+    return lm_dir
+
+
 def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_ids=None, seed: int = 0,
           recipe: Recipe | None = None, minutes: float | None = None, cache_dir=None, workers: int = 1,
           progress: bool = True, command: str | None = None, callback=None, callback_every: int = 0,
@@ -413,16 +433,8 @@ def train(out_dir, *, clip="sim", sim_clip=None, pairs=None, lm=None, exclude_id
     """
     import torch
 
-    from ...decoders import captioner as mcap
-
     recipe = recipe or Recipe()
-    if recipe.mapper not in mcap.MAPPER_KINDS:
-        raise InputError(f"mapper {recipe.mapper!r}; expected one of {list(mcap.MAPPER_KINDS)}")
-    if pairs is not None and lm is None and not isinstance(pairs, (tuple, list)):
-        raise InputError("training on an embeddings file needs a local language model folder (--lm DIR)")
-    lm_dir = Path(lm).expanduser().resolve() if lm is not None else None
-    if lm_dir is not None:
-        mcap._check_lm_dir(lm_dir, None)
+    lm_dir = _check_inputs(recipe, pairs, lm, exclude_ids)
     t_start = time.time()
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)

@@ -35,10 +35,14 @@ from ...io import atomic_path, lock_beside, sha256_file
 __all__ = ["KINDS", "MANIFEST", "MARKER", "SCALES", "Stage", "StageFailed", "stages", "plan", "run", "record",
            "lineage_errors"]
 
-#: the final models, one folder each under the output
-KINDS = ("clip", "image_decoder", "captioner")
+#: the final models, one folder each under the output (``judge_clip``: a second CLIP, trained
+#: alike from its own seed, that scores the reconstructions instead of the one that decodes them)
+KINDS = ("clip", "image_decoder", "captioner", "judge_clip")
 #: the file a trained model's folder is known by (its trainer writes it last)
-MARKER = {"clip": "open_clip_config.json", "image_decoder": "model_index.json", "captioner": "config.json"}
+MARKER = {"clip": "open_clip_config.json", "image_decoder": "model_index.json", "captioner": "config.json",
+          "judge_clip": "open_clip_config.json"}
+#: the judge's seed: its own initialisation, scenes and data order
+JUDGE_SEED = 1
 SCALES = ("default", "tiny")
 #: the record of the chain's runs, in the output folder
 MANIFEST = "stages.json"
@@ -95,12 +99,19 @@ def stages(scale: str = "default", clip: str | None = None) -> list[Stage]:
         return [Stage("image_decoder", "image_decoder", ("train-image-decoder", "--preset", dec, "--clip", clip)),
                 captioner("--clip", clip)]
 
+    def clip_chain(name: str, seed: tuple[str, ...] = ()) -> list[Stage]:  # contrastive, then twice with attributes
+        return [
+            Stage(f"{name}-1", "clip", ("train-clip", "--preset", clip0, *seed,
+                                        *([] if tiny else ["--eval-every", "400"]))),
+            Stage(f"{name}-2", "clip", ("train-clip", "--preset", attr, *seed, "--init", f"{{{name}-1}}", "--attr-size",
+                                        *steps(2000))),
+            Stage(name, "clip", ("train-clip", "--preset", attr, *seed, "--init", f"{{{name}-2}}", "--attr-size",
+                                 "--attr-weight", "2", "--lr", "5e-4", *steps(800), "--eval-every", "0")),
+        ]
+
     finetune = ["--vae-steps", "0", "--lr", "1e-3"]  # the decoder keeps its VAE, the UNet moves on
     chain = [
-        Stage("clip-1", "clip", ("train-clip", "--preset", clip0, *([] if tiny else ["--eval-every", "400"]))),
-        Stage("clip-2", "clip", ("train-clip", "--preset", attr, "--init", "{clip-1}", "--attr-size", *steps(2000))),
-        Stage("clip", "clip", ("train-clip", "--preset", attr, "--init", "{clip-2}", "--attr-size", "--attr-weight",
-                               "2", "--lr", "5e-4", *steps(800), "--eval-every", "0")),
+        *clip_chain("clip"),
         Stage("image_decoder-1", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip-1}")),
         Stage("image_decoder-2", "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip-2}",
                                                    "--init", "{image_decoder-1}", *finetune)),
@@ -114,7 +125,7 @@ def stages(scale: str = "default", clip: str | None = None) -> list[Stage]:
         chain.append(Stage(name, "image_decoder", ("train-image-decoder", "--preset", dec, "--sim-clip", "{clip}",
                                                    "--init", "{" + prev + "}", *finetune,
                                                    *(steps(n) if n else []), "--guidance", "5")))
-    return [*chain, captioner("--sim-clip", "{clip}")]
+    return [*chain, captioner("--sim-clip", "{clip}"), *clip_chain("judge_clip", ("--seed", str(JUDGE_SEED)))]
 
 
 def _dirs(out, work) -> tuple[Path, Path]:
@@ -207,9 +218,24 @@ def record(stage: Stage, folder) -> dict:
 
 def lineage_errors(entries: list[dict], scale: str = "default", clip: str | None = None) -> list[str]:
     """What in a manifest contradicts the chain: stages missing or out of order, a fine-tune that
-    did not start from its parent stage's weights, a decoder or captioner that read another CLIP."""
-    chain = stages(scale, clip)
-    if [e["stage"] for e in entries] != [s.name for s in chain]:
+    did not start from its parent stage's weights, a decoder or captioner that read another CLIP.
+
+    The stages expected are those the manifest's final models need (a workflow that trains only
+    some of them records only their part of the chain)."""
+    full = {s.name: s for s in stages(scale, clip)}
+    wanted: set[str] = set()
+
+    def need(name: str) -> None:
+        if name in full and name not in wanted:
+            wanted.add(name)
+            for n in full[name].needs:
+                need(n)
+
+    for e in entries:
+        if e["stage"] in KINDS:
+            need(e["stage"])
+    chain = [s for s in full.values() if s.name in wanted]
+    if not chain or [e["stage"] for e in entries] != [s.name for s in chain]:
         return [f"stages {[e['stage'] for e in entries]}, expected {[s.name for s in chain]}"]
     by = {e["stage"]: e for e in entries}
     errors = []

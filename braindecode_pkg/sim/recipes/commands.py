@@ -112,6 +112,8 @@ def _captioner_arguments(s) -> None:
     s.add_argument("--lm", default=None, help="local language-model folder (e.g. GPT-2, safetensors) for --pairs")
     s.add_argument("--nsd-root", default=None,
                    help="with --pairs: never train on NSD's shared 1000 images (the brain test set); evaluate on them")
+    s.add_argument("--heldout-ids", default=None, metavar="FILE",
+                   help="with --pairs and data not from NSD: the 0-based nsd ids to hold out, one per line")
     s.add_argument("--preset", default=None, choices=["default", "tiny", "gpu", "gpt2"],
                    help="recipe: default (nsd-sim), tiny (seconds, tests), gpu (nsd-sim, the shipped captioner's, "
                         "for one GPU) or gpt2 (frozen GPT-2; default with --lm)")
@@ -141,7 +143,7 @@ def _captioner_run(args) -> int:
     preset = args.preset or ("gpt2" if args.lm else "default")
     recipe = tcap.recipe_from(tcap.PRESETS[preset], steps=args.steps, threads=args.threads,
                               batch_size=args.batch_size, eval_every=args.eval_every, n_train=args.n_train)
-    exclude = tcap.shared1000_ids(args.nsd_root) if args.nsd_root else None
+    exclude = tcap.shared1000_ids(args.nsd_root) if args.nsd_root else _ids_file(args.heldout_ids)
     summary = tcap.train(
         args.out, clip=args.clip, sim_clip=args.sim_clip, pairs=args.pairs, lm=args.lm, exclude_ids=exclude,
         seed=args.seed, recipe=recipe, minutes=args.minutes, cache_dir=_cache(args.cache),
@@ -154,6 +156,16 @@ def _captioner_run(args) -> int:
           + (f"; objects named right {a['objects']:.3f} (shape {a['shape']:.3f}, colour {a['colour']:.3f}, "
              f"n={a['n']})" if a else ""))
     return 0
+
+
+def _ids_file(path):
+    """The nsd ids of a text file, one per line (None without a file)."""
+    if path is None:
+        return None
+    try:
+        return [int(x) for x in open(path, encoding="utf-8").read().split()]
+    except (OSError, ValueError) as e:
+        raise InputError(f"--heldout-ids {path}: expected a text file of nsd ids, one per line ({e})") from None
 
 
 def _image_decoder_arguments(s) -> None:

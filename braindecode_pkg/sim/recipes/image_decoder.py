@@ -668,6 +668,8 @@ def train(out_dir, *, clip="sim", sim_clip_dir=None, seed: int = 0, recipe: Reci
             "command": command,
             "train_stream": [_STREAM, int(seed), _P_TRAIN], "heldout_stream": [_STREAM, int(seed), _P_HELDOUT],
             "embeds": "L2-normalised pooled image embeddings of the CLIP (ClipEncoder.encode_images)",
+            # the norm of what it was trained on: decode scales predictions to it (ImageDecoder.embed_scale)
+            "embeds_norm": round(float(np.linalg.norm(train_set["embeds"], axis=1).mean()), 6),
         }
         if not on_cpu:  # saved (and returned) on the CPU
             pipe.to("cpu")

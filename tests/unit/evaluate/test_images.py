@@ -42,6 +42,70 @@ def test_resize_is_torchvision_bilinear_on_float(size):
         torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255)), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("size", [7, 23])
+def test_resize_without_antialiasing_is_interpolate_without_it(size):
+    """MindEye's chain (torchvision 0.16's tensor resize: no antialiasing): the plain bilinear
+    ``interpolate``, twice with a base, and torchvision's ``Resize(antialias=False)``."""
+    from torchvision.transforms import InterpolationMode, Resize
+
+    a = _rand_u8(2, 13, 6)
+    x = torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255
+
+    def plain(t, s):
+        return torch.nn.functional.interpolate(t, size=(s, s), mode="bilinear", align_corners=False, antialias=False)
+
+    got = im.resize_float(a, size, antialias=False)
+    torch.testing.assert_close(got, plain(x, size), rtol=0, atol=0)
+    torch.testing.assert_close(got, Resize((size, size), InterpolationMode.BILINEAR, antialias=False)(x),
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(im.resize_float(a, size, base=9, antialias=False), plain(plain(x, 9), size),
+                               rtol=0, atol=0)
+    if size < 13:  # downsampling: antialiasing changes the result
+        assert (im.resize_float(a, size) - got).abs().max() > 0.01
+
+
+def _stripes(side):
+    """1 px vertical stripes, black and white: detail finer than any smaller grid can hold."""
+    a = np.zeros((1, side, side, 3), np.uint8)
+    a[:, :, 1::2] = 255
+    return a
+
+
+def test_ssim_of_stripes_against_grey_follows_the_chain():
+    """A flat grey reconstruction of a striped stimulus. Brought down to 20 px with antialiasing
+    the stripes average to grey, so the two look alike (SSIM near 1); without antialiasing the
+    bilinear samples fall between stripes at varying fractions and keep aliased stripes of full
+    range (SSIM near 0). The named chains at NSD's 425 px: the default chain leaves the stimulus
+    untouched (full-contrast stripes: SSIM about C2 / (0.25 + C2) = 0.0036), MindEye's goes
+    through 256 px without antialiasing, whose aliased stripes have less local contrast, so the
+    grey scores higher there, though still near 0."""
+    t = _stripes(48)
+    grey = np.full_like(t, 128)
+    with_aa = im.ssim(grey, t, size=40, base=20, antialias=True)[0]
+    without = im.ssim(grey, t, size=40, base=20, antialias=False)[0]
+    assert with_aa > 0.8 and without < 0.05
+    assert im.ssim(t, t, size=40, base=20, antialias=False)[0] == pytest.approx(1.0)
+    t = _stripes(425)
+    grey = np.full_like(t, 128)
+    default = im.ssim(grey, t, size=425, base=im.DEFAULT_CHAIN.base, antialias=im.DEFAULT_CHAIN.antialias)[0]
+    mindeye = im.ssim(grey, t, size=425, base=im.MINDEYE_CHAIN.base, antialias=im.MINDEYE_CHAIN.antialias)[0]
+    c2 = 0.03 ** 2
+    assert default == pytest.approx(c2 / (0.25 + c2) * (2 * (128 / 255) * 0.5 + 1e-4)
+                                    / ((128 / 255) ** 2 + 0.25 + 1e-4), rel=1e-3)
+    assert mindeye > 3 * default and mindeye < 0.05
+
+
+def test_image_protocol_parses_the_config():
+    assert im.ImageProtocol.parse({"base": 256, "antialias": False}) == im.MINDEYE_CHAIN
+    assert im.ImageProtocol.parse('{"base": null, "antialias": true}') == im.DEFAULT_CHAIN
+    assert im.MINDEYE_CHAIN.name == "MindEye" and im.DEFAULT_CHAIN.name == "default"
+    assert im.MINDEYE_CHAIN.to_dict() == {"base": 256, "antialias": False}
+    for bad, words in (({"base": 0, "antialias": True}, "base must be"), ({"base": 256, "antialias": "no"},
+                                                                           "antialias must be"), ("[1]", "mapping")):
+        with pytest.raises(InputError, match=words):
+            im.ImageProtocol.parse(bad)
+
+
 # ------------------------------------------------------------------------------------ pixcorr
 def test_pixcorr_hand_values():
     # one pixel, so the flattened RGB is the pixel: (0, .2, .4) against (.2, 0, .4):
@@ -180,7 +244,13 @@ def test_clip_features_and_clip_two_way():
     assert (f[:, 3] == 17).all()
     g = im.clip_features(enc, a, size=None)
     assert enc.sides[-1] == 13 and (g[:, 3] == 13).all()
-    assert tid.clip_two_way(enc, a, f, size=17) == pytest.approx(im.two_way(f, f).mean())
+    # the images against their own features: every comparison won; against another image's
+    # (rolled by one): MindEye's count with np.corrcoef, item by item
+    assert tid.clip_two_way(enc, a, f, size=17) == 1.0
+    other = np.roll(f, 1, axis=0)
+    r = np.corrcoef(f, other)[:4, 4:]  # r[i, j] = corr(features of image i, true j)
+    want = np.mean([np.sum(r[i] < r[i, i]) / 3 for i in range(4)])
+    assert tid.clip_two_way(enc, a, other, size=17) == pytest.approx(want, abs=1e-12) and want < 1
 
 
 # ------------------------------------------------------------------------------- feature nets

@@ -27,7 +27,7 @@ def _train(folder, kind):
 def test_every_stage_is_a_valid_command_run_after_what_it_starts_from(tmp_path, scale):
     todo = sim_chain.plan(tmp_path / "out", scale=scale, threads=3)
     assert _names(todo) == ["clip-1", "clip-2", "clip", *(f"image_decoder-{i}" for i in range(1, 9)), "image_decoder",
-                            "captioner"]
+                            "captioner", "judge_clip-1", "judge_clip-2", "judge_clip"]
     seen = set()
     parser = cli.build_parser()
     for stage, argv in todo:
@@ -45,6 +45,14 @@ def test_every_stage_is_a_valid_command_run_after_what_it_starts_from(tmp_path, 
     assert by["captioner"][by["captioner"].index("--sim-clip") + 1] == str(out / "clip")
     # the recipes' step counts are the default scale's; tiny keeps its presets' own
     assert ("--steps" in by["captioner"]) == (scale == "default")
+    # the judge: the CLIP's own recipe, stage for stage, from its own seed (scenes, order, start)
+    for a, b in (("clip-1", "judge_clip-1"), ("clip-2", "judge_clip-2"), ("clip", "judge_clip")):
+        ja, jb = parser.parse_args(by[a]), parser.parse_args(by[b])
+        assert ja.seed == 0 and jb.seed == sim_chain.JUDGE_SEED == 1
+        same = {k for k in vars(ja) if k not in ("seed", "init", "out", "argv")}
+        assert {k: vars(ja)[k] for k in same} == {k: vars(jb)[k] for k in same}, b
+    assert by["judge_clip"][by["judge_clip"].index("--init") + 1] == str(out / "stages/judge_clip-2")
+    assert by["judge_clip"][by["judge_clip"].index("--out") + 1] == str(out / "judge_clip")
 
 
 def test_a_target_needs_only_its_stages_and_finished_ones_are_skipped(tmp_path):
@@ -91,7 +99,9 @@ def test_a_failing_stage_stops_the_chain_naming_it(tmp_path, monkeypatch, capsys
     assert "stage clip-2 failed (exit 3)" in err and "rerun to resume" in err
     calls.clear()
     assert cli.main(["train-sim-models", "--out", str(tmp_path), "--dry-run"]) == 0 and calls == []
-    assert "[13/13] captioner: braindecode-pkg train-captioner" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "[13/16] captioner: braindecode-pkg train-captioner" in out
+    assert "[16/16] judge_clip: braindecode-pkg train-clip --preset default-attr --seed 1" in out
 
 
 def _manifest(scale="tiny"):
@@ -128,6 +138,13 @@ def test_lineage_errors_name_the_stage_that_breaks_the_chain():
         "captioner read a CLIP other than clip's weights"]
     missing = [e for e in good if e["stage"] != "image_decoder-7"]
     assert "expected" in sim_chain.lineage_errors(missing, "tiny")[0]
+    # a manifest of some final models holds exactly the stages they need (no judge, say)
+    no_judge = [e for e in good if not e["stage"].startswith("judge_clip")]
+    assert sim_chain.lineage_errors(no_judge, "tiny") == []
+    only_captioner = [e for e in good if e["stage"] in ("clip-1", "clip-2", "clip", "captioner")]
+    assert sim_chain.lineage_errors(only_captioner, "tiny") == []
+    assert "expected" in sim_chain.lineage_errors([e for e in only_captioner if e["stage"] != "clip-2"], "tiny")[0]
+    assert "expected" in sim_chain.lineage_errors([], "tiny")[0]
 
 
 def test_record_reads_what_the_trainer_wrote(tmp_path):

@@ -172,6 +172,8 @@ def test_shipped_models_are_the_last_stages_of_the_training_chain():
         ran = shlex.split(rec["command"])[1:]
         assert options(ran) == options([*stage.args, "--out", "x"]), stage.name
     assert sim_chain.lineage_errors(recorded) == []
+    # every stage of the chain, judge included: the shipped models are all four final ones
+    assert [e["stage"] for e in recorded] == [s.name for s in sim_chain.stages()]
     assert by["clip"]["weights_sha256"] == sha256_file(SHIPPED / "clip/open_clip_model.safetensors")
     assert by["image_decoder"]["unet_sha256"] == sha256_file(
         SHIPPED / "image_decoder/unet/diffusion_pytorch_model.safetensors")

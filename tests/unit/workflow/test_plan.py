@@ -157,3 +157,15 @@ def test_training_launcher_and_threads_per_process():
     assert "--num_processes 4" in p.train_launcher(None, SimpleNamespace(gpu=4))
     assert p.train_launcher(None, SimpleNamespace(gpu=1)) == "/py -m braindecode_pkg"
     assert p.train_threads(None, 8, SimpleNamespace(gpu=4)) == 2
+
+
+def test_stages_given_a_gpu_run_on_it_and_the_rest_on_the_cpu():
+    p = Plan(config({"resources": {"embed": {"gpus": 1}, "decode": {"gpus": 2}}}))
+    assert p.device_opt("embed") == "--device cuda" and p.device_opt("decode") == "--device cuda"
+    assert p.device_opt("latents") == p.device_opt("infer") == p.device_opt("evaluate") == ""
+    # the real preset asks a GPU for every stage that runs CLIP, the decoders or the brain model
+    real = yaml.safe_load((REPO / "config/nsd.yaml").read_text())
+    p = Plan(config(real), check=False)
+    for rule in ("embed", "latents", "infer", "decode", "evaluate"):
+        assert p.device_opt(rule) == "--device cuda", rule
+    assert p.device_opt("preprocess") == p.device_opt("ridge") == ""
