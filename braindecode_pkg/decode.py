@@ -80,7 +80,7 @@ class DecodeSettings:
     guidance_scale: float | None = None  # None: the image decoder's default
     num_inference_steps: int | None = None
     # img2img from the blurry low-level reconstruction, when the brain file has a latent head
-    img2img: bool = True
+    img2img: bool = False
     strength: float | None = None  # its strength (None: the image decoder's default)
     top_k: int = 5
     max_images: int | None = None  # reconstruct only the first N sorted test images (None: all)

@@ -126,6 +126,13 @@ def cached_sha256(path: str | os.PathLike, cache_dir: Path | None) -> str:
     return remembered_by_stat(path, cache_dir, "sha256", sha256_file)
 
 
+def weights_record(files: dict) -> dict:
+    """``{name: {"path", "sha256"}}`` of weight files (digests remembered by file stat, so a
+    multi-GB checkpoint is hashed once per machine): what a stage records of the models it ran."""
+    cache = default_hash_cache()
+    return {name: {"path": str(f), "sha256": cached_sha256(f, cache)} for name, f in files.items()}
+
+
 def remembered_by_stat(path: str | os.PathLike, cache_dir: Path | None, kind: str, compute) -> str:
     """``compute(path)`` (a string), remembered under ``cache_dir`` keyed by the file's stat.
 

@@ -408,7 +408,11 @@ class Captioner:
         d = {"mapper": dict(self.mapper.config), "lm": _lm_record(self.lm, self.tokenizer),
              "clip": self.meta.get("clip")}
         if self.config is not None:
+            from ..io import weights_record
+
             d["config"] = self.config.to_dict()
+            files = {"mapper": self.config.mapper_dir / WEIGHTS_NAME, "lm": self.config.lm_dir / "model.safetensors"}
+            d["weights"] = weights_record({k: f for k, f in files.items() if f.is_file()})
         return d
 
     # -------------------------------------------------------------------------- compute

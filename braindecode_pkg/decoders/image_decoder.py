@@ -498,11 +498,29 @@ class ImageDecoder:
             d.update(self.config.sampling)
         return d
 
+    def weight_files(self) -> dict:
+        """``{component: weights file}`` of the pipeline folder's loaded model components."""
+        if self.config is None:
+            return {}
+        doc = json.loads((self.config.pipeline_dir / "model_index.json").read_text())
+        out = {}
+        for name, spec in doc.items():
+            if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or getattr(self.pipe, name, None) is None:
+                continue
+            stem = _MODEL_WEIGHTS.get(spec[0], _MODEL_WEIGHTS["diffusers"])
+            f = _weights_file(self.config.pipeline_dir / name, stem, self.config.variant)
+            if f is not None and "scheduler" not in name:
+                out[name] = f
+        return out
+
     def describe(self) -> dict:
         d = {"pipeline": PIPELINE_CLASS, "embed_dim": self.embed_dim, "image_size": self.image_size,
              "defaults": self.defaults(), "embed_scale": self.embed_scale}
         if self.config is not None:
+            from ..io import weights_record
+
             d["config"] = self.config.to_dict()
+            d["weights"] = weights_record(self.weight_files())
         return d
 
     # ---------------------------------------------------------------------- sampling

@@ -13,8 +13,10 @@ from ..errors import InputError
 __all__ = ["report_from_results", "input_checksums", "read_parts_info"]
 
 
-def input_checksums(preps: dict, embed) -> dict[str, str]:
-    """``{file: sha256}`` of the raw inputs the preprocess stage recorded and of the CLIP weights."""
+def input_checksums(preps: dict, embed, decode_dirs=(), parts: dict | None = None) -> dict[str, str]:
+    """``{file: sha256}`` of what produced the numbers, as each stage recorded it: the raw inputs
+    (preprocess), the CLIP's weights (embed), the image decoder's and captioner's weight files
+    (decode.h5's ``models``) and the judge's (the evaluation parts' info); weights by path."""
     import h5py
 
     out: dict[str, str] = {}
@@ -25,8 +27,20 @@ def input_checksums(preps: dict, embed) -> dict[str, str]:
             out.update(json.loads(src))
     with h5py.File(embed, "r") as f:
         w = f.attrs.get("weights_sha256")
+        cfg = json.loads(f.attrs.get("clip_config", "{}") or "{}")
+        where = cfg.get("pretrained") or cfg.get("local_dir") or f.attrs.get("model", "")
         if w:
-            out[f"CLIP weights ({f.attrs.get('model', '')})"] = str(w)
+            out[f"CLIP weights: {where}"] = str(w)
+    for d in decode_dirs:
+        with h5py.File(Path(d) / "decode.h5", "r") as f:
+            models = json.loads(f.attrs.get("models", "{}") or "{}")
+        for kind in ("image_decoder", "captioner"):
+            for name, rec in ((models.get(kind) or {}).get("weights") or {}).items():
+                out[f"{kind} {name}: {rec['path']}"] = rec["sha256"]
+    for info in (parts or {}).values():
+        judge = (info or {}).get("judge_clip") or {}
+        if judge.get("weights_sha256"):
+            out[f"judge CLIP: {judge.get('weights')}"] = judge["weights_sha256"]
     return dict(sorted(out.items()))
 
 
@@ -82,7 +96,8 @@ def report_from_results(out_html, *, metrics, decode_root, embed, nsd_root, prep
     stimuli = NSDPaths(nsd_root).stimuli
     if not Path(stimuli).is_file():
         raise InputError(f"{stimuli}: stimulus images not found (NSD's nsd_stimuli.hdf5)")
+    parts = None if metrics_json is None else read_parts_info(metrics_json)
     return build_report(out_html, metrics_tsv=metrics, decode_dirs=decode_dirs, stimuli=stimuli,
                         true_captions=true_captions, brain_maps=maps, train_logs=logs, config=config,
-                        inputs=input_checksums(preps, embed), max_grid=max_grid, simulated=simulated,
-                        parts=None if metrics_json is None else read_parts_info(metrics_json))
+                        inputs=input_checksums(preps, embed, decode_dirs.values(), parts), max_grid=max_grid,
+                        simulated=simulated, parts=parts)

@@ -34,6 +34,11 @@ class DecodeDir:
     retrieved: dict | None               # nsd_id → top-5 retrieved nsd ids
     captions: dict | None                # nsd_id → predicted caption
     has_blurry: bool
+    reconstructed: np.ndarray | None = None  # the nsd ids with a reconstruction (decode.max_images)
+
+    def __post_init__(self):
+        if self.reconstructed is None:
+            self.reconstructed = self.nsd_ids
 
     def image(self, nsd_id: int) -> Path:
         p = self.path / "images" / f"{int(nsd_id):05d}.png"
@@ -90,6 +95,10 @@ def read_decode_dir(path) -> DecodeDir:
         try:
             with h5py.File(h5, "r") as f:
                 ids = np.asarray(f["nsd_id"][()], np.int64)
+                if "n_reconstructed" not in f.attrs:
+                    raise InputError(f"{h5}: no n_reconstructed attribute (how many test images have "
+                                     f"reconstructions); decode it again with this version")
+                done = ids[:int(f.attrs["n_reconstructed"])]
                 if "retrieved" in f:
                     r = np.asarray(f["retrieved"][()], np.int64)
                     if r.ndim != 2 or len(r) != len(ids):
@@ -101,10 +110,11 @@ def read_decode_dir(path) -> DecodeDir:
             raise InputError(f"{h5}: not a readable HDF5 file ({e})") from None
     else:
         ids = np.array([int(m.group(1)) for p in imgs.iterdir() if (m := _IMG.match(p.name))], np.int64)
+        done = ids
     if not len(ids):
         raise InputError(f"{imgs}: no reconstructions ({{nsd_id:05d}}.png) found")
     caps = _read_captions(d / "captions.tsv") if (d / "captions.tsv").is_file() else None
-    return DecodeDir(d, np.unique(ids), retrieved, caps, (d / "blurry").is_dir())
+    return DecodeDir(d, np.unique(ids), retrieved, caps, (d / "blurry").is_dir(), np.unique(done))
 
 
 class Stimuli:
@@ -171,7 +181,7 @@ def grid_section(decode_dirs: dict, stimuli: Stimuli, true_captions: dict | None
     for m in methods:
         subj = sorted(s for mm, s in decode_dirs if mm == m)[0]
         dd = read_decode_dir(decode_dirs[(m, subj)])
-        chosen.append((m, subj, dd, dd.nsd_ids[:max_grid].tolist()))
+        chosen.append((m, subj, dd, dd.reconstructed[:max_grid].tolist()))
     need = set()
     for _, _, dd, ids in chosen:
         need.update(ids)

@@ -106,12 +106,22 @@ def test_blurry_latents_start_img2img(files):
     with h5py.File(files["brain"], "a") as f:
         f["avg_betas"]["latent"] = rng.normal(size=(len(IDS), 4, 16, 16)).astype(np.float32)
     out = files["tmp"] / "dec_blur"
-    decode(files["brain"], out, embed=files["embed"], settings=DecodeSettings(**FAST, strength=0.0))
+    decode(files["brain"], out, embed=files["embed"], settings=DecodeSettings(**FAST, img2img=True, strength=0.0))
     blurry = read_images(out / "blurry", IDS)
     assert blurry.shape == (6, 32, 32, 3)
     np.testing.assert_array_equal(read_images(out / "images", IDS), blurry)
-    decode(files["brain"], out, embed=files["embed"], settings=DecodeSettings(**FAST, strength=0.6))
-    assert (read_images(out / "images", IDS) != blurry).any()
+    decode(files["brain"], out, embed=files["embed"], settings=DecodeSettings(**FAST, img2img=True, strength=0.6))
+    started = read_images(out / "images", IDS)
+    assert (started != blurry).any()
+    with h5py.File(out / "decode.h5") as f:
+        assert f.attrs["img2img"] and f.attrs["decoded"] == "pooled"
+    # without img2img the blurry image is still written, and the reconstruction starts from noise
+    plain = files["tmp"] / "dec_plain"
+    decode(files["brain"], plain, embed=files["embed"], settings=DecodeSettings(**FAST, strength=0.6))
+    np.testing.assert_array_equal(read_images(plain / "blurry", IDS), blurry)
+    assert (read_images(plain / "images", IDS) != started).any()
+    with h5py.File(plain / "decode.h5") as f:
+        assert not f.attrs["img2img"]
 
 
 def test_best_of_n_keeps_the_sample_nearest_the_prediction(files):

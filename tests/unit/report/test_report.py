@@ -116,6 +116,7 @@ def make_inputs(root):
     _tsv(d / "captions.tsv", ["nsd_id", "caption"], [[i, f"pred {i} <script>x</script>"] for i in PRE_IDS])
     with h5py.File(d / "decode.h5", "w") as f:
         f["nsd_id"] = np.array(PRE_IDS, np.int64)
+        f.attrs["n_reconstructed"] = len(PRE_IDS)
         f["retrieved"] = np.array([[i, (i + 1) % 40, (i + 2) % 40, (i + 3) % 40, 0] for i in PRE_IDS], np.int64)
     for i in (1, 2):  # a second subject of the same method: not the one shown
         _png(dec / f"pretrain/subj02/images/{i:05d}.png", 8, 8, i)
@@ -263,6 +264,7 @@ def test_missing_required_inputs_raise_input_error(tmp_path, report):
     (bad / "images").mkdir()
     with h5py.File(bad / "decode.h5", "w") as f:
         f["nsd_id"] = np.array([5], np.int64)
+        f.attrs["n_reconstructed"] = 1
     with pytest.raises(InputError, match="00005.png"):
         build_report(out, **{**kw, "decode_dirs": {("pretrained", "subj01"): bad}})
     assert d.is_dir() and not out.exists()
