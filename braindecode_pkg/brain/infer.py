@@ -25,7 +25,7 @@ out of training by ``--validation``: what every choice is made on).
 CLIP embeddings (the embed stage's, every head it holds, identical under both protocols): fed to
 the decoders, it gives the decoder stack's ceiling (method ``true_embedding``).
 
-Models are a brain model directory (:class:`~.models.brain.BrainModel`) or a ridge model
+Models are a brain model directory (:class:`~.model.BrainModel`) or a ridge model
 directory (:class:`~.ridge.RidgeModel`), told apart by ``config.json``'s ``kind``.
 """
 

@@ -204,3 +204,16 @@ def test_real_nsd_root_missing_files_stop_before_any_job(tmp_path):
     assert "config nsd_root" in out and "subj05/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session01.hdf5" in out
     out = _fails(tmp_path, f"nsd_root: {tmp_path / 'nowhere'}\nsubjects: [1, 2]\nbrain: {{heldout: 2}}\n")
     assert f"{tmp_path / 'nowhere'}: NSD root not found" in out
+
+
+def test_the_package_declares_ranges_and_the_constraints_pin_exact_versions():
+    """pip install of the package keeps a cluster's own torch; make's install is exact."""
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    by = {re.split(r"[<>=!~ ]", d, 1)[0]: d for d in deps}
+    for name in ("torch", "torchvision"):
+        assert "==" not in by[name] and ">=" in by[name], by[name]
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().split() if "==" in line)
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    assert "-c constraints.txt" in (REPO / "Makefile").read_text()

@@ -60,15 +60,15 @@ def _config(work: Path, root: Path, models: dict) -> Path:
     cfg = yaml.safe_load((REPO / "config/nsd.yaml").read_text())
     cfg.update({"nsd_root": str(root), "subjects": sorted(SUBJECTS), "results": "results"})
     cfg["models"] = {**cfg.get("models", {}), **models}
-    cfg["brain"] = {
-        "heldout": 5, "sessions": [1], "heads": "pooled",
-        "pretrain": {"model": {"width": 48, "n_blocks": 1, "adapter_rank": 16},
-                     "train": {"steps": 400, "batch_size": 64, "lr": 0.003}},
-        "adapt": {"train": {"steps": 60, "batch_size": 64}},
-        "scratch": {"train": {"steps": 60, "batch_size": 64}},
-    }
-    cfg["decode"] = {**cfg.get("decode", {}), "max_images": 8, "num_inference_steps": 2, "n_samples": 1,
-                     "batch_size": 8}
+    # nsd.yaml's recipe (the prior, the latent head, img2img, best of n) at the fixture's size
+    brain = cfg["brain"]
+    brain.update(heldout=5, sessions=[1], validation={"images": 20, "seed": 0})
+    brain["pretrain"]["model"].update(width=48, n_blocks=1, adapter_rank=16,
+                                      prior={"width": 32, "depth": 1, "timesteps": 20, "sample_steps": 4})
+    brain["pretrain"]["train"] = {"steps": 400, "batch_size": 64, "lr": 0.003}
+    for r in ("adapt", "scratch"):
+        brain[r]["train"] = {"steps": 60, "batch_size": 64}
+    cfg["decode"].update(max_images=8, num_inference_steps=2, n_samples=2, batch_size=8)
     cfg["resources"] = {"default": {"cpus": 1, "mem_mb": 4000, "runtime": 60, "gpus": 0, "partition": None}}
     path = work / "real.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -132,6 +132,11 @@ def test_every_stage_writes_outputs_that_verify(real_run):
         d = res / f"decode/{m}/subj{s:02d}"
         with h5py.File(d / "decode.h5") as f:
             assert f.attrs["n_reconstructed"] == 8
+            # the brain models' prior samples, from their blurry images; ridge and the truth as they are
+            brain_model = m.split("-")[0] in ("pretrain", "adapt", "scratch")
+            assert f.attrs["decoded"] == ("prior" if brain_model else "pooled"), m
+            assert bool(f.attrs["img2img"]) == (brain_model or m == "true_embedding"), m
+            assert f["sample_similarity"].shape == (8, 2)
         assert len(list((d / "images").glob("*.png"))) == 8
         assert len((d / "captions.tsv").read_text().splitlines()) == 1 + len(info["test_ids"])
     assert (res / "report/index.html").stat().st_size > 10_000

@@ -5,11 +5,11 @@ Two sources of (CLIP embedding, captions) pairs:
 nsd-sim (``clip=...``, the default ``"sim"``)
     ``n_train`` scenes are drawn from the captioner's own training stream of the procedural
     world (:mod:`braindecode_pkg.sim.scenes`), rendered once at the CLIP's resolution through
-    its open_clip eval transform (and cached, like :mod:`.train_clip` does), and embedded once
+    its open_clip eval transform (and cached, like :mod:`.clip` does), and embedded once
     with the CLIP; each has ``n_captions`` (5) COCO-style captions, and every step pairs an
     image with one of them at random. ``n_heldout`` evaluation scenes come from a different
     stream (:data:`_P_HELDOUT`), so the captioner never trains on them; the streams are disjoint
-    from the CLIP's own (:mod:`.train_clip` uses purposes 1-4, this module 11-14), so the CLIP
+    from the CLIP's own (:mod:`.clip` uses purposes 1-4, this module 11-14), so the CLIP
     never saw them either. A byte-level BPE tokenizer is trained on the training captions with
     the ``tokenizers`` library, a small ``GPT2LMHeadModel`` (:data:`SIM_LM_CFG`) is initialised
     from the seed, and language model and mapper are trained together on the captions' token
