@@ -169,3 +169,25 @@ def test_stages_given_a_gpu_run_on_it_and_the_rest_on_the_cpu():
     for rule in ("embed", "latents", "infer", "decode", "evaluate"):
         assert p.device_opt(rule) == "--device cuda", rule
     assert p.device_opt("preprocess") == p.device_opt("ridge") == ""
+
+
+def test_decode_recipe_asks_only_for_what_the_models_have():
+    p = Plan(config())
+    # the default recipe: a prior in pretrain (adapt and scratch inherit it), a latent head
+    assert p.has_prior("pretrain") and p.has_prior("adapt-k1") and p.has_prior("scratch-k4")
+    assert not p.has_prior("ridge-all") and not p.has_prior("ridge-k1") and not p.has_prior("true_embedding")
+    assert p.infer_opts("adapt-k2") == "--prior" and p.infer_opts("ridge-k2") == ""
+    assert p.validation_opt() == "--validation 100:0"
+    direct = Plan(config({"decode": {"source": "direction"}}))
+    assert direct.infer_opts("pretrain") == ""
+    assert Plan(config({"brain": {"validation": {"images": 0}}})).validation_opt() == ""
+    no_prior = {"brain": {"pretrain": {"model": {"prior": None}}}}
+    with pytest.raises(ValueError, match="config decode.source: 'prior'.*brain.pretrain.model.prior"):
+        Plan(config(no_prior))
+    Plan(config(no_prior, {"decode": {"source": "direction"}}))  # fine without the prior source
+    with pytest.raises(ValueError, match="config decode.img2img.*without 'latent'"):
+        Plan(config({"brain": {"heads": "pooled"}}))
+    # scratch may give its own model; then it needs its own prior
+    own = {"brain": {"scratch": {"model": {"width": 64}}}}
+    with pytest.raises(ValueError, match="brain.scratch.model.prior"):
+        Plan(config(own))

@@ -67,11 +67,12 @@ def test_a_real_judge_is_checked_and_passed_as_json(tmp_path, shipped_judge):
 
 
 @pytest.mark.parametrize("over, message", [
-    ({"evaluate": {"retrieval_head": "tokens"}, "brain": {"heads": "pooled"}},
-     "config evaluate.retrieval_head: tokens, but brain.heads (pooled) predicts no tokens"),
-    ({"evaluate": {"retrieval_head": "tokens"}, "brain": {"heads": "pooled,tokens"}, "embed": {"what": "pooled"}},
+    ({"evaluate": {"retrieval_head": "tokens"}, "brain": {"heads": "pooled,latent"}},
+     "config evaluate.retrieval_head: tokens, but brain.heads (pooled,latent) predicts no tokens"),
+    ({"evaluate": {"retrieval_head": "tokens"}, "brain": {"heads": "pooled,tokens,latent"}, "embed": {"what": "pooled"}},
      "config evaluate.retrieval_head: tokens, but embed.what is 'pooled'"),
-    ({"evaluate": {"retrieval_head": "tokens"}, "brain": {"heads": "available"}, "embed": {"what": "pooled"}},
+    ({"evaluate": {"retrieval_head": "tokens"}, "brain": {"heads": "available"}, "embed": {"what": "pooled"},
+      "decode": {"img2img": False}},
      "config evaluate.retrieval_head: tokens, but embed.what is 'pooled'"),
 ])
 def test_tokens_retrieval_needs_tokens_predicted_and_stored(over, message, shipped_judge):
@@ -81,12 +82,13 @@ def test_tokens_retrieval_needs_tokens_predicted_and_stored(over, message, shipp
 
 
 def test_retrieval_head_per_method(shipped_judge):
-    p = Plan(config({"evaluate": {"retrieval_head": "tokens"}, "brain": {"heads": "pooled,tokens",
+    p = Plan(config({"evaluate": {"retrieval_head": "tokens"}, "brain": {"heads": "pooled,tokens,latent",
                                                                          "ridge_heads": "pooled"}}))
     assert [p.retrieval_head(m) for m in ("pretrain", "adapt-k1", "scratch-k1", "true_embedding")] == ["tokens"] * 4
     assert p.retrieval_head("ridge-all") == p.retrieval_head("ridge-k2") == "pooled"  # ridge fitted pooled only
     assert p.retrieval_heads_opt(["adapt-k1", "ridge-k1"]) == "--retrieval-head tokens pooled"
-    p = Plan(config({"evaluate": {"retrieval_head": "tokens"}, "brain": {"heads": "available"}}))  # embed: both
+    p = Plan(config({"evaluate": {"retrieval_head": "tokens"}, "brain": {"heads": "available"},
+                     "decode": {"img2img": False}}))  # embed: both
     assert p.retrieval_head("ridge-k1") == "tokens"
 
 
