@@ -59,7 +59,7 @@ from .command import Command, key_values, one_per, set_threads
 from .errors import InputError
 
 __all__ = ["DecodeSettings", "Decoders", "decode", "read_predictions", "retrieve", "image_name", "read_captions_tsv",
-           "read_images", "true_embeddings"]
+           "read_images", "true_embeddings", "recipe_attrs", "read_recipe", "recipe_text"]
 
 
 #: what decode turns into images and captions (DecodeSettings.source)
@@ -263,13 +263,55 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
             f.attrs["subject"] = str(attrs.get("subject", ""))
             f.attrs["protocol"] = s.protocol
             f.attrs["brain"] = str(brain_h5)
-            f.attrs["settings"] = json.dumps(asdict(s))
+            f.attrs.update(recipe_attrs(s, decoded, init is not None))
             f.attrs["decoded_norm"] = np.nan if scale is None else scale
             f.attrs["n_reconstructed"] = int(n)
-            f.attrs["decoded"] = decoded
-            f.attrs["img2img"] = bool(init is not None)
             f.attrs["models"] = json.dumps(described, default=str)
     return Path(out_dir)
+
+
+def recipe_attrs(settings: DecodeSettings, decoded: str, img2img: bool) -> dict:
+    """``decode.h5``'s attributes that say what made the folder (read back by :func:`read_recipe`)."""
+    return {"settings": json.dumps(asdict(settings)), "decoded": decoded, "img2img": bool(img2img)}
+
+
+def read_recipe(decode_dir) -> dict:
+    """What made a decode folder's reconstructions and captions, from ``decode.h5``'s attributes:
+    ``decoded`` (``prior`` or ``pooled``), ``img2img`` (bool), ``strength``, ``n_samples``,
+    ``num_inference_steps`` and ``guidance_scale`` (``None``: the image decoder's default)."""
+    import h5py
+
+    f = Path(decode_dir) / "decode.h5"
+    if not f.is_file():
+        raise InputError(f"{f}: not found (the decode stage's output)")
+    with h5py.File(f, "r") as h:
+        lacking = [k for k in ("decoded", "img2img", "settings") if k not in h.attrs]
+        if lacking:
+            raise InputError(f"{f}: no {', '.join(lacking)} attribute (what made the reconstructions); decode it "
+                             f"again with this version")
+        a = {k: h.attrs[k] for k in ("decoded", "img2img", "settings")}
+    settings = json.loads(a["settings"].decode() if isinstance(a["settings"], bytes) else a["settings"])
+    decoded = a["decoded"].decode() if isinstance(a["decoded"], bytes) else str(a["decoded"])
+    img2img = bool(a["img2img"])
+    return {"decoded": decoded, "img2img": img2img, "strength": settings.get("strength") if img2img else None,
+            "n_samples": int(settings["n_samples"]), "num_inference_steps": settings.get("num_inference_steps"),
+            "guidance_scale": settings.get("guidance_scale")}
+
+
+def recipe_text(recipe: dict) -> str:
+    """One line for a reader: e.g. ``prior samples; img2img from the blurry image at strength 0.7;
+    best of 4 by the decoding CLIP; 8 steps, guidance: decoder default``."""
+    def default(v):
+        return "decoder default" if v is None else f"{v:g}"
+
+    parts = ["prior samples" if recipe["decoded"] == "prior" else "pooled embedding"]
+    if recipe["img2img"]:
+        parts.append(f"img2img from the blurry image at strength {default(recipe['strength'])}")
+    n = int(recipe["n_samples"])
+    parts.append(f"best of {n} by the decoding CLIP" if n > 1 else "one sample")
+    steps = recipe["num_inference_steps"]
+    parts.append(f"steps {default(steps)}, guidance {default(recipe['guidance_scale'])}")
+    return "; ".join(parts)
 
 
 def read_captions_tsv(path) -> dict[int, str]:

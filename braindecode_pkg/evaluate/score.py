@@ -29,6 +29,8 @@ What is scored, and recorded in the part's ``info`` (the report's protocol table
 - ``image_protocol``: the image chain of PixCorr, SSIM and the feature nets
   (:class:`.images.ImageProtocol`: ``base``, ``antialias``, ``name``).
 - ``n_reconstructed``: how many of the ``n`` test images the image metrics cover.
+- ``decode_recipe``: what made the reconstructions and captions (:func:`braindecode_pkg.decode.read_recipe`:
+  prior samples or the pooled embedding, img2img and its strength, best of n, sampling steps).
 """
 
 from __future__ import annotations
@@ -257,14 +259,14 @@ class Scorer:
               retrieval_head: str | None = None) -> Scores:
         """Every metric of one (method, subject) (see the module docstring), on the infer protocol
         its decode folder decoded; ``retrieval_head`` overrides the scorer's."""
-        from ..decode import read_predictions
+        from ..decode import read_predictions, read_recipe
 
         protocol = decoded_protocol(decode_dir)
         ids, heads, attrs = read_predictions(brain_h5, protocol)
         _check_decoded_ids(decode_dir, ids)
         out = Scores(method or str(attrs.get("method", "")), str(attrs.get("subject", "")), ids,
                      info={"brain": str(brain_h5), "decode": str(decode_dir), "protocol": protocol,
-                           "n": int(len(ids))})
+                           "n": int(len(ids)), "decode_recipe": read_recipe(decode_dir)})
         ref = self.references(ids)
         out.info["judge_clip"] = dict(self._judge_info)
         out.info["decoding_clip"] = dict(ref["decoding_clip"])

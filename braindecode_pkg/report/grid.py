@@ -3,7 +3,8 @@
 A decode folder ``results/decode/{method}/subjAA/`` holds ``images/{nsd_id:05d}.png``
 (reconstructions; required), optionally ``blurry/{nsd_id:05d}.png``, ``captions.tsv`` (columns
 ``nsd_id``, ``caption``) and ``decode.h5`` (``nsd_id`` (n,) int64, ``retrieved`` (n, 5) int64: the
-top-5 retrieved test images).
+top-5 retrieved test images; attributes ``n_reconstructed`` and the recipe that made the images,
+:func:`braindecode_pkg.decode.read_recipe`, shown above each method's grid).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..decode import read_recipe, recipe_text
 from ..errors import InputError
 from ..evaluate.collect import method_label
 from .metrics import method_sort_key
@@ -35,6 +37,7 @@ class DecodeDir:
     captions: dict | None                # nsd_id → predicted caption
     has_blurry: bool
     reconstructed: np.ndarray | None = None  # the nsd ids with a reconstruction (decode.max_images)
+    recipe: dict | None = None  # what made them (decode.read_recipe), when the folder has decode.h5
 
     def __post_init__(self):
         if self.reconstructed is None:
@@ -89,9 +92,10 @@ def read_decode_dir(path) -> DecodeDir:
     imgs = d / "images"
     if not imgs.is_dir():
         raise InputError(f"{imgs}: reconstructions folder not found (written by `braindecode-pkg decode`)")
-    retrieved = None
+    retrieved = recipe = None
     h5 = d / "decode.h5"
     if h5.is_file():
+        recipe = read_recipe(d)
         try:
             with h5py.File(h5, "r") as f:
                 ids = np.asarray(f["nsd_id"][()], np.int64)
@@ -114,7 +118,7 @@ def read_decode_dir(path) -> DecodeDir:
     if not len(ids):
         raise InputError(f"{imgs}: no reconstructions ({{nsd_id:05d}}.png) found")
     caps = _read_captions(d / "captions.tsv") if (d / "captions.tsv").is_file() else None
-    return DecodeDir(d, np.unique(ids), retrieved, caps, (d / "blurry").is_dir(), np.unique(done))
+    return DecodeDir(d, np.unique(ids), retrieved, caps, (d / "blurry").is_dir(), np.unique(done), recipe)
 
 
 class Stimuli:
@@ -253,6 +257,8 @@ def grid_section(decode_dirs: dict, stimuli: Stimuli, true_captions: dict | None
             missing.append("no retrieval results (decode.h5)")
         out.append(h("h3", h("code", m), f" — {subj}"))
         out.append(h("p", title + (": " + "; ".join(missing) if missing else "") + ".", class_="note"))
+        if dd.recipe is not None:
+            out.append(h("p", "Decoded from: " + recipe_text(dd.recipe) + ".", class_="note recipe"))
         out.append(h("div", h("table", rows, class_="grid"), class_="scroll"))
     if any(dd.retrieved is not None for _, _, dd, _ in chosen) and stimuli.available:
         notes.append("Retrieved images: a green frame marks the seen image among the top five.")

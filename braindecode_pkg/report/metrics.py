@@ -355,13 +355,15 @@ def evaluation_notes(parts: dict | None) -> list[str]:
 
 def protocol_table(parts: dict | None) -> Markup:
     """Per (method, subject) part: the infer protocol scored, retrieval head, image chain, judge,
-    images reconstructed, and whether it follows MindEye2's protocol."""
+    images reconstructed, the decode recipe that made them, and whether it follows MindEye2's
+    protocol."""
+    from ..decode import recipe_text
     from .published import protocol_differences
 
     if not parts:
         return join()
     head = h("tr", [h("th", x) for x in ("method", "subject", "protocol", "retrieval", "image chain", "judge CLIP",
-                                         "reconstructed", "MindEye2's protocol")])
+                                         "reconstructed", "decode recipe", "MindEye2's protocol")])
     rows = [head]
 
     def key(k):
@@ -381,6 +383,8 @@ def protocol_table(parts: dict | None) -> Markup:
                       h("td", (info.get("judge_clip") or {}).get("name", "?"),
                         title=(info.get("judge_clip") or {}).get("weights")),
                       h("td", f"{info.get('n_reconstructed', '?')} of {info.get('n', '?')}", class_="num"),
+                      h("td", recipe_text(info["decode_recipe"]) if info.get("decode_recipe") else "?",
+                        class_="text"),
                       h("td", "yes" if not d else "no: " + "; ".join(d))))
     if len(rows) == 1:
         return join()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from braindecode_pkg.cli import main
-from braindecode_pkg.decode import DecodeSettings, decode, read_captions_tsv, read_images
+from braindecode_pkg.decode import DecodeSettings, decode, read_captions_tsv, read_images, read_recipe, recipe_text
 from braindecode_pkg.errors import InputError
 
 IDS = np.array([3, 17, 40, 41, 95, 230], np.int64)  # sorted test images
@@ -115,6 +115,7 @@ def test_blurry_latents_start_img2img(files):
     assert (started != blurry).any()
     with h5py.File(out / "decode.h5") as f:
         assert f.attrs["img2img"] and f.attrs["decoded"] == "pooled"
+    assert recipe_text(read_recipe(out)).startswith("pooled embedding; img2img from the blurry image at strength 0.6;")
     # without img2img the blurry image is still written, and the reconstruction starts from noise
     plain = files["tmp"] / "dec_plain"
     decode(files["brain"], plain, embed=files["embed"], settings=DecodeSettings(**FAST, strength=0.6))
@@ -122,6 +123,7 @@ def test_blurry_latents_start_img2img(files):
     assert (read_images(plain / "images", IDS) != started).any()
     with h5py.File(plain / "decode.h5") as f:
         assert not f.attrs["img2img"]
+    assert read_recipe(plain)["strength"] is None  # set, but not used without img2img
 
 
 def test_best_of_n_keeps_the_sample_nearest_the_prediction(files):
@@ -236,3 +238,38 @@ def test_vae_latents_round_trip_and_latents_stage(tmp_path):
         assert f["nsd_id"][:].tolist() == shown_images(NSDPaths(root), [1]).tolist()
         assert f["latent"].shape == (len(f["nsd_id"]), 4, 16, 16)
         np.testing.assert_allclose(f["latent"][:3], dec.encode_latents(_stimuli(root, f["nsd_id"][:3])), atol=1e-5)
+
+
+def test_the_prior_source_decodes_the_prior_samples_images_and_captions(files):
+    """source "prior" decodes the brain file's prior samples where it has them (the retrieval
+    ranking stays on the pooled embedding); a file without them (ridge, true embeddings) is
+    decoded from its pooled embedding, and the folder says which."""
+    rng = np.random.default_rng(5)
+    prior = _unit(rng.normal(size=(len(IDS), D)))
+    with h5py.File(files["brain"], "a") as f:
+        f["avg_betas"]["prior"] = prior
+    direct, from_prior, forced = (files["tmp"] / n for n in ("direct", "prior", "forced"))
+    decode(files["brain"], direct, embed=files["embed"], settings=DecodeSettings(**FAST))
+    decode(files["brain"], from_prior, embed=files["embed"], settings=DecodeSettings(**FAST, source="prior"))
+    with h5py.File(files["brain"], "a") as f:  # the pooled embedding replaced by the prior samples
+        f["avg_betas"]["pooled"][...] = prior
+        del f["avg_betas"]["prior"]
+    decode(files["brain"], forced, embed=files["embed"], settings=DecodeSettings(**FAST, source="prior"))
+    with h5py.File(from_prior / "decode.h5") as a, h5py.File(direct / "decode.h5") as b, \
+            h5py.File(forced / "decode.h5") as c:
+        assert a.attrs["decoded"] == "prior" and b.attrs["decoded"] == "pooled" == c.attrs["decoded"]
+    # what made each folder, read back for evaluate and the report
+    assert read_recipe(from_prior) == {"decoded": "prior", "img2img": False, "strength": None, "n_samples": 1,
+                                       "num_inference_steps": 2, "guidance_scale": 1.0}
+    assert recipe_text(read_recipe(direct)) == "pooled embedding; one sample; steps 2, guidance 1"
+    with h5py.File(direct / "decode.h5", "a") as f:
+        del f.attrs["decoded"]
+    with pytest.raises(InputError, match="decode.h5: no decoded attribute"):
+        read_recipe(direct)
+        np.testing.assert_array_equal(a["retrieved"][:], b["retrieved"][:])  # ranked on the pooled embedding
+    # the images and captions of the prior samples are those of the same vectors decoded directly
+    np.testing.assert_array_equal(read_images(from_prior / "images", IDS), read_images(forced / "images", IDS))
+    assert read_captions_tsv(from_prior / "captions.tsv") == read_captions_tsv(forced / "captions.tsv")
+    assert (read_images(from_prior / "images", IDS) != read_images(direct / "images", IDS)).any()
+    with pytest.raises(InputError, match="source 'mean'"):
+        DecodeSettings(source="mean")

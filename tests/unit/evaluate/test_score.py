@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("open_clip")
 
+from braindecode_pkg.decode import DecodeSettings, recipe_attrs  # noqa: E402
 from braindecode_pkg.errors import InputError  # noqa: E402
 from braindecode_pkg.evaluate import captions as cm  # noqa: E402
 from braindecode_pkg.evaluate import images as im  # noqa: E402
@@ -111,6 +112,7 @@ def files(tmp_path, clips):
         f["nsd_id"] = IDS
         f.attrs["protocol"] = "avg_outputs"
         f.attrs["n_reconstructed"] = M
+        f.attrs.update(recipe_attrs(DecodeSettings(n_samples=3, img2img=True, strength=0.6), "prior", True))
     return {"root": root, "embed": embed, "brain": brain, "decode": d, "stimuli": brick[IDS], "recon": recon,
             "true_tok": true_tok, "clips": clips}
 
@@ -212,6 +214,8 @@ def test_image_chain_reaches_every_resize_and_the_info(files):
     assert not np.allclose(mind, im.ssim(recon, stim, size=425))
     assert part.info["image_protocol"] == {"base": 256, "antialias": False, "name": "MindEye"}
     assert part.info["n_reconstructed"] == M and part.info["n"] == len(IDS)
+    assert part.info["decode_recipe"] == {"decoded": "prior", "img2img": True, "strength": 0.6, "n_samples": 3,
+                                          "num_inference_steps": None, "guidance_scale": None}
     with pytest.raises(InputError, match="unknown key"):
         im.ImageProtocol.parse({"base": 256, "antialais": False})
 

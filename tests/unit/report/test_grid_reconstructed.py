@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from braindecode_pkg.decode import DecodeSettings, recipe_attrs
 from braindecode_pkg.errors import InputError
 from braindecode_pkg.report.grid import Stimuli, grid_section, read_decode_dir
 
@@ -19,6 +20,7 @@ def _folder(d, ids, n, with_attr=True):
         Image.fromarray(np.full((10, 14, 3), i % 255, np.uint8)).save(d / "images" / f"{i:05d}.png")
     with h5py.File(d / "decode.h5", "w") as f:
         f["nsd_id"] = np.asarray(ids, np.int64)
+        f.attrs.update(recipe_attrs(DecodeSettings(), "pooled", False))
         if with_attr:
             f.attrs["n_reconstructed"] = n
     return d

@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from braindecode_pkg.decode import DecodeSettings, recipe_attrs
 from braindecode_pkg.errors import InputError
 from braindecode_pkg.brain.model import BrainConfig, BrainModel
 from braindecode_pkg.report.brainmaps import brain_map_entry
@@ -117,6 +118,8 @@ def make_inputs(root):
     with h5py.File(d / "decode.h5", "w") as f:
         f["nsd_id"] = np.array(PRE_IDS, np.int64)
         f.attrs["n_reconstructed"] = len(PRE_IDS)
+        f.attrs.update(recipe_attrs(DecodeSettings(n_samples=4, img2img=True, strength=0.7,
+                                                   num_inference_steps=8), "prior", True))
         f["retrieved"] = np.array([[i, (i + 1) % 40, (i + 2) % 40, (i + 3) % 40, 0] for i in PRE_IDS], np.int64)
     for i in (1, 2):  # a second subject of the same method: not the one shown
         _png(dec / f"pretrain/subj02/images/{i:05d}.png", 8, 8, i)
@@ -211,6 +214,10 @@ def test_grid_rows_are_the_first_sorted_ids_and_text_is_escaped(report):
     assert set(report["kw"]["decode_dirs"]) == {("pretrained", "subj01"), ("pretrained", "subj02"),
                                                 ("adapted-k1", "subj02")}
     assert "<code>pretrained</code> — subj01" in html and "<code>adapted-k1</code> — subj02" in html
+    # the recipe of the folders that record one (pretrained's decode.h5; adapted-k1 has none)
+    assert html.count("Decoded from: ") == 1
+    assert ("Decoded from: prior samples; img2img from the blurry image at strength 0.7; best of 4 by the "
+            "decoding CLIP; steps 8, guidance decoder default.") in html
     for i in (4, 9, 17):
         assert f"reconstruction {i}" in html
     for i in (22, 31):
@@ -265,6 +272,7 @@ def test_missing_required_inputs_raise_input_error(tmp_path, report):
     with h5py.File(bad / "decode.h5", "w") as f:
         f["nsd_id"] = np.array([5], np.int64)
         f.attrs["n_reconstructed"] = 1
+        f.attrs.update(recipe_attrs(DecodeSettings(), "pooled", False))
     with pytest.raises(InputError, match="00005.png"):
         build_report(out, **{**kw, "decode_dirs": {("pretrained", "subj01"): bad}})
     assert d.is_dir() and not out.exists()
