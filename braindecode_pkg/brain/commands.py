@@ -92,8 +92,7 @@ def _infer_arguments(s) -> None:
     s.add_argument("--method", default=None, help="method name recorded in the file (default: the model folder's name)")
     s.add_argument("--protocols", default="avg_betas,avg_outputs", help="avg_betas and/or avg_outputs")
     s.add_argument("--split", default="test", choices=["test", "val"],
-                   help="test: the shared test images; val: the validation images of --sessions (--validation)")
-    s.add_argument("--sessions", default="all", help="with --split val: the training sessions, as for train")
+                   help="test: the shared test images; val: the validation images (--validation)")
     s.add_argument("--validation", default=None, metavar="IMAGES[:SEED]",
                    help="leave this many training images of each subject out (seeded): the validation split")
     s.add_argument("--prior", action="store_true", help="also sample the diffusion prior")
@@ -111,13 +110,12 @@ def _infer_run(args) -> int:
         raise InputError("give exactly one of --model (a brain or ridge model) and --true-embedding EMBED")
     if args.true_embedding is not None:
         print(true_embedding(args.prep, args.true_embedding, args.out, subject=args.subject, protocols=protocols,
-                             latent=args.latent, split=args.split, sessions=args.sessions,
-                             validation=args.validation))
+                             latent=args.latent, split=args.split, validation=args.validation))
         return 0
     print(infer(args.model, args.prep, args.out, subject=args.subject, method=args.method,
                 protocols=protocols, prior=args.prior, prior_seed=args.prior_seed,
                 batch_size=args.batch_size, threads=args.threads, device=args.device, split=args.split,
-                sessions=args.sessions, validation=args.validation))
+                validation=args.validation))
     return 0
 
 

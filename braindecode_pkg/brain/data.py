@@ -5,9 +5,13 @@
   ``train`` leaves its images out and ``val`` is their trials) and a session selection
   (:func:`select_sessions`: ``all``, ``first:K`` — the first K acquired sessions, K = 1 ≈ one
   hour of scanning — or ``1-3,5``). The validation images (:func:`validation_ids`) are a seeded
-  draw of the subject's training images in the selected sessions, every repeat of an image on
-  the same side: the split every choice (a recipe, a step count, decode settings) is made on, so
-  that the shared test images are scored once.
+  draw of the subject's training images over all its sessions, every repeat of an image on the
+  same side: the split every choice (a recipe, a step count, decode settings) is made on, so that
+  the shared test images are scored once. Drawn over all sessions, they are one set per subject
+  whatever sessions a model trains on (adapted from 1 or from 4 sessions, validated on the same
+  images), and a model trained on the first K sessions loses only those of them that fall in its
+  sessions (on nsd-sim's default, 100 validation images take 8 % of session 1's trials, where a
+  draw from session 1 alone took 19 %).
 - :func:`load_targets` reads the embed stage's file (``image_pooled`` → head ``pooled``,
   ``image_tokens`` → ``tokens``) and optionally a latent file (``nsd_id`` + ``latent`` (n, c, h, w),
   the image decoder's VAE latents) for exactly the images needed; a missing image is an error.
@@ -104,8 +108,8 @@ def parse_validation(spec) -> tuple[int, int] | None:
 
 def validation_ids(nsd_id, is_test, key: str, validation) -> np.ndarray:
     """The sorted validation images of one subject: ``validation[0]`` of its training images
-    (``nsd_id`` of the trials considered, those with ``is_test`` excluded) drawn with a generator
-    seeded by ``(validation[1], subject number)``; all of them when there are fewer."""
+    (``nsd_id`` of all its trials, those with ``is_test`` excluded) drawn with a generator seeded
+    by ``(validation[1], subject number)``; all of them when there are fewer."""
     if validation is None:
         return np.zeros(0, np.int64)
     n, seed = validation
@@ -149,7 +153,7 @@ def load_subject(prep, *, split: str = "train", sessions="all", subject=None, va
         chosen = select_sessions(sessions, np.unique(sess_all))
         keep = np.isin(sess_all, chosen)
         all_ids = f["nsd_id"][:].astype(np.int64)
-        val = validation_ids(all_ids[keep], is_test[keep], key, validation)
+        val = validation_ids(all_ids, is_test, key, validation)  # over all sessions: one set per subject
         in_val = np.isin(all_ids, val)
         if split == "train":
             keep &= ~is_test & ~in_val

@@ -19,8 +19,8 @@ dataset                   shape                 content
 
 Attributes: ``subject``, ``method``, ``model`` (path), ``model_kind``, ``prep``, ``protocols``
 (JSON descriptions), ``sessions`` (sessions the trials come from), ``prior_seed``, ``split``
-(``test``, the shared images; or ``val``, the validation images of the training sessions, left
-out of training by ``--validation``: what every choice is made on).
+(``test``, the shared images; or ``val``, the subject's validation images, every trial of them
+left out of training by ``--validation``: what every choice is made on).
 ``true_embedding`` writes a file of the same layout whose "predictions" are the stimuli's own
 CLIP embeddings (the embed stage's, every head it holds, identical under both protocols): fed to
 the decoders, it gives the decoder stack's ceiling (method ``true_embedding``).
@@ -114,22 +114,22 @@ def _prior(model, res: dict, seed: int, batch_size: int) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def _trials(prep, subject, split: str, sessions, validation):
-    """The trials predicted: every test trial, or the validation images' trials of ``sessions``."""
+def _trials(prep, subject, split: str, validation):
+    """The trials predicted: every trial of the test images, or of the validation images (of every
+    session, whatever sessions the model trained on, as for the test images)."""
     from .data import load_subject
 
     if split not in ("test", "val"):
         raise InputError(f"split {split!r}: expected 'test' or 'val'")
-    if split == "test":
-        return load_subject(prep, split="test", sessions="all", subject=subject)
-    return load_subject(prep, split="val", sessions=sessions, subject=subject, validation=validation)
+    return load_subject(prep, split=split, sessions="all", subject=subject,
+                        validation=validation if split == "val" else None)
 
 
 def infer(model_dir, prep, out, *, subject=None, method: str | None = None, protocols=tuple(PROTOCOLS),
           prior: bool = False, prior_seed: int = 0, batch_size: int = 512, threads: int | None = None,
-          device: str = "cpu", split: str = "test", sessions="all", validation=None) -> Path:
+          device: str = "cpu", split: str = "test", validation=None) -> Path:
     """Write the embeddings file ``out`` (see the module docstring) of the test images, or
-    (``split="val"``) of the validation images (``validation``) of ``sessions``; return its path.
+    (``split="val"``) of the validation images (``validation``); return its path.
     A brain model runs on ``device`` (a ridge model always on the CPU)."""
     from .data import test_groups
 
@@ -143,7 +143,7 @@ def infer(model_dir, prep, out, *, subject=None, method: str | None = None, prot
     kind, model = load_any_model(model_dir)
     if kind == "brain":
         model.to(device)
-    tr = _trials(prep, subject, split, sessions, validation)
+    tr = _trials(prep, subject, split, validation)
     if kind == "brain":
         import torch
 
@@ -167,13 +167,13 @@ def infer(model_dir, prep, out, *, subject=None, method: str | None = None, prot
 
 
 def true_embedding(prep, embed, out, *, subject=None, protocols=tuple(PROTOCOLS), latent=None, split: str = "test",
-                   sessions="all", validation=None) -> Path:
+                   validation=None) -> Path:
     """Write ``out`` (the infer layout) with the true CLIP embeddings of the subject's test images
     (or validation images, as for :func:`infer`), and their true VAE latents from the ``latent``
     file when given."""
     from .data import load_targets, test_groups
 
-    tr = _trials(prep, subject, split, sessions, validation)
+    tr = _trials(prep, subject, split, validation)
     ids, groups = test_groups(tr)
     targets = load_targets(embed, heads="available", latent=latent, ids=ids)
     rows = targets.rows(ids)

@@ -38,9 +38,16 @@ def test_the_split_leaves_whole_images_out_and_is_seeded(toy):  # noqa: F811
     assert not np.isin(tr.nsd_id, val_ids).any()  # no repeat of a validation image is trained on
     assert len(tr) + len(va) == len(everything)  # and nothing else is left out
     assert sorted(np.concatenate([tr.nsd_id, va.nsd_id]).tolist()) == sorted(everything.nsd_id.tolist())
-    # drawn from the sessions selected (first:1: the images of session 1 only)
-    first = load_subject(prep, split="val", sessions="first:1", validation=(5, 0))
-    assert set(first.session.tolist()) == {1}
+    # one set per subject whatever sessions a model trains on: drawn over all sessions, and a
+    # model of the first session loses only those of them that session shows
+    with h5py.File(prep) as f:
+        session = f["session"][:]
+    first = load_subject(prep, split="train", sessions="first:1", validation=(5, 0))
+    in_first = np.isin(ids[session == 1], val_ids)
+    assert not np.isin(first.nsd_id, val_ids).any()
+    assert len(first) == int(((session == 1) & ~is_test).sum()) - int(in_first[~is_test[session == 1]].sum())
+    assert set(va.session.tolist()) == set(np.unique(session[np.isin(ids, val_ids)]).tolist())
+    assert len(set(va.session.tolist())) > 1  # this draw spans sessions
     with pytest.raises(InputError, match="needs a validation split"):
         load_subject(prep, split="val")
 
