@@ -102,7 +102,8 @@ class World:
         if world is None:
             self.make()
         if not self.latent.is_file():
-            _cli("latents", "--nsd-root", self.root, "--subjects", "1,2,3,4", "--out", self.latent)
+            _cli("latents", "--nsd-root", self.root, "--subjects", "1,2,3,4", "--image-decoder", "sim",
+                 "--out", self.latent)
 
     def make(self):
         subjects = ",".join(map(str, (*TRAIN_SUBJECTS, HELDOUT)))

@@ -142,9 +142,9 @@ def cosine_similarity(a, b) -> np.ndarray:
 
 def retrieve(pred, true, ids, k: int = 5) -> np.ndarray:
     """(n, k) nsd ids of the candidates (rows of ``true``) most similar to each prediction."""
-    sim = cosine_similarity(pred, true)
-    k = min(int(k), sim.shape[1])
-    order = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    cos = cosine_similarity(pred, true)
+    k = min(int(k), cos.shape[1])
+    order = np.argsort(-cos, axis=1, kind="stable")[:, :k]
     return np.asarray(ids, np.int64)[order]
 
 
@@ -227,17 +227,17 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
     blurry = dec.decode_latents(heads["latent"][:n]) if "latent" in heads else None
     init = blurry if s.img2img else None
     samples = []
-    sim = np.full((n, s.n_samples), np.nan, np.float32)
+    cos = np.full((n, s.n_samples), np.nan, np.float32)
     for j in range(s.n_samples):
         imgs = dec.generate(pred[:n], init, strength=s.strength if init is not None else None,
                             guidance_scale=s.guidance_scale, num_inference_steps=s.num_inference_steps,
                             seed=s.seed + 7919 * j, batch_size=s.batch_size, progress=progress)
         if enc is not None:  # best of n: the sample the decoding CLIP finds nearest the brain's embedding
             e = enc.encode_images(imgs, what=("pooled",))["pooled"]
-            sim[:, j] = np.einsum("nd,nd->n", *(x / np.linalg.norm(x, axis=1, keepdims=True)
+            cos[:, j] = np.einsum("nd,nd->n", *(x / np.linalg.norm(x, axis=1, keepdims=True)
                                                 for x in (e, direction[:n])))
         samples.append(imgs)
-    best = np.zeros(n, np.int64) if enc is None else np.argmax(sim, axis=1)
+    best = np.zeros(n, np.int64) if enc is None else np.argmax(cos, axis=1)
     images = np.stack(samples)[best, np.arange(n)]
     captions = cap.generate(pred, max_new_tokens=s.max_new_tokens, num_beams=s.caption_beams, progress=progress)
 
@@ -258,7 +258,7 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
             f.create_dataset("nsd_id", data=ids, track_times=False)
             f.create_dataset("retrieved", data=retrieved, track_times=False)
             f.create_dataset("best_of_n", data=best, track_times=False)
-            f.create_dataset("sample_similarity", data=sim, track_times=False)
+            f.create_dataset("sample_similarity", data=cos, track_times=False)
             f.attrs["method"] = str(attrs.get("method", ""))
             f.attrs["subject"] = str(attrs.get("subject", ""))
             f.attrs["protocol"] = s.protocol
@@ -350,9 +350,11 @@ def _arguments(s) -> None:
     s.add_argument("--brain", nargs="+", required=True,
                    help="the infer stage's HDF5 of a (method, subject); several are decoded in one process")
     s.add_argument("--embed", required=True, help="the embed stage's HDF5 (the retrieval candidates)")
-    s.add_argument("--image-decoder", default="sim", help="image decoder config: sim, a pipeline folder or JSON")
-    s.add_argument("--captioner", default="sim", help="caption decoder config: sim, a folder or JSON")
-    s.add_argument("--clip", default="sim", help="CLIP config (best-of-n ranks samples with it)")
+    s.add_argument("--image-decoder", required=True,
+                   help="image decoder config: sim (nsd-sim's), a pipeline folder or JSON")
+    s.add_argument("--captioner", required=True, help="caption decoder config: sim (nsd-sim's), a folder or JSON")
+    s.add_argument("--clip", required=True,
+                   help="the decoding CLIP's config, the embed stage's (best-of-n ranks samples with it): sim or JSON")
     for kind in ("clip", "image-decoder", "captioner"):
         s.add_argument(f"--sim-{kind}", default=None, help=f"folder of the trained nsd-sim {kind} that 'sim' refers to")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -37,7 +37,8 @@ def _latents_arguments(s) -> None:
     s.add_argument("--nsd-root", required=True, help="NSD root")
     s.add_argument("--subjects", required=True, help="e.g. 1,2,5,7")
     s.add_argument("--sessions", default="all", help="as for embed")
-    s.add_argument("--image-decoder", default="sim", help="image decoder config whose VAE encodes (sim, a folder or JSON)")
+    s.add_argument("--image-decoder", required=True,
+                   help="image decoder config whose VAE encodes (sim: nsd-sim's; a folder or JSON)")
     s.add_argument("--sim-image-decoder", default=None, help="folder of the trained nsd-sim image decoder 'sim' refers to")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--device", default="cpu", help="torch device (default: cpu)")

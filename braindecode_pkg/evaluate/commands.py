@@ -15,7 +15,7 @@ def _arguments(s) -> None:
     s.add_argument("--truth", default=None, help="nsd-sim: the subject's sim_truth/subjAA.h5 (attributes, oracle)")
     s.add_argument("--oracle", default=None, metavar="PSC_PREP",
                    help="nsd-sim: score the oracle from this PSC preprocess file (with --truth) instead")
-    s.add_argument("--judge-clip", default="sim", metavar="SPEC",
+    s.add_argument("--judge-clip", default=None, metavar="SPEC",
                    help="the judge: CLIP config scoring two-way identification and CLIP-S, never the decoding CLIP "
                         "(sim: nsd-sim's judge CLIP; or JSON such as {\"arch\": \"ViT-L-14-quickgelu\", "
                         "\"pretrained\": FILE})")
@@ -58,7 +58,8 @@ def _run(args) -> int:
         score.write_part(s, args.out[0])
         print(f"{args.out[0]}: oracle {s.subject}")
         return 0
-    missing = [f"--{k.replace('_', '-')}" for k in ("brain", "decode", "embed", "nsd_root") if not getattr(args, k)]
+    missing = [f"--{k.replace('_', '-')}" for k in ("brain", "decode", "embed", "nsd_root", "judge_clip")
+               if not getattr(args, k)]
     if missing:
         raise InputError(f"evaluate needs {', '.join(missing)} (or --oracle, or --collect)")
     try:

@@ -288,12 +288,12 @@ class Scorer:
             if brain.shape != image.shape:
                 raise InputError(f"{brain_h5}: predicted tokens of {brain.shape[1]} numbers per image, the embed "
                                  f"file's image tokens {image.shape[1]}")
-            sim = brain @ image.T  # cosine, float32
+            cos = brain @ image.T  # cosine, float32
             del brain
         else:
-            sim = None
-        r = retrieval(heads["pooled"] if sim is None else None, ref["pooled"] if sim is None else None,
-                      similarity=sim, n_candidates=self.n_candidates, n_draws=self.n_draws, seed=self.seed,
+            cos = None
+        r = retrieval(heads["pooled"] if cos is None else None, ref["pooled"] if cos is None else None,
+                      similarity=cos, n_candidates=self.n_candidates, n_draws=self.n_draws, seed=self.seed,
                       per_item=True)
         out.add("retrieval_brain2image_top1", r["brain_to_image_items"], r["brain_to_image"], kind="corpus")
         out.add("retrieval_image2brain_top1", r["image_to_brain_items"], r["image_to_brain"], kind="corpus")

@@ -77,7 +77,7 @@ def _pct(v, lo=None, hi=None) -> str:
     return s
 
 
-def summary_text(mt: Metrics, simulated: bool = True) -> str:
+def summary_text(mt: Metrics, simulated: bool = False) -> str:
     subjects = [s for s in mt.subjects if s != "mean"]
     methods = [m for m in mt.methods if m not in CEILINGS]
     parts = [f"This report covers {len(subjects)} subject(s) ({', '.join(subjects) or 'none'}) and "
@@ -158,7 +158,7 @@ def build_report(out_html, *, metrics_tsv, decode_dirs: Mapping[tuple[str, str],
                  true_captions: Mapping[int, list[str]] | None = None, brain_maps: Mapping[str, dict] | None = None,
                  train_logs: Mapping[str, Path] | None = None, config: Mapping | None = None,
                  inputs: Mapping[str, str] | None = None, max_grid: int = 12, title: str = "fMRI → CLIP decoding report",
-                 simulated: bool = True, thumb: int = 160, repo_dir=None,
+                 simulated: bool = False, thumb: int = 160, repo_dir=None,
                  parts: Mapping[str, dict] | None = None) -> Path:
     """Write the report to ``out_html`` atomically and return its path.
 
@@ -220,11 +220,13 @@ def build_report(out_html, *, metrics_tsv, decode_dirs: Mapping[tuple[str, str],
 
     panels = retrieval_panels(mt)
     if panels:
+        oracle = any(p["oracle"] is not None for p in panels.values())
         fig = h("figure", img(retrieval_vs_sessions_png(panels), "retrieval against training sessions"),
                 h("figcaption", "brain→image retrieval (top-1) of the held-out subject against the number "
                                 "of its sessions used (K): adapted from the shared model, trained from scratch, "
-                                "ridge; bars: confidence intervals; dashed: the nsd-sim oracle."))
-        notes = [] if any(p["oracle"] is not None for p in panels.values()) else ["No oracle rows: no ceiling line."]
+                                "ridge; bars: confidence intervals" + ("; dashed: the nsd-sim oracle." if oracle
+                                                                       else ".")))
+        notes = [] if oracle else ["No oracle rows: no ceiling line."]
     else:
         fig, notes = join(), ["No adapted-kK / scratch-kK / ridge-kK retrieval rows: nothing to plot against K."]
     body.append(_section("sessions", "Retrieval vs sessions", fig, notes))

@@ -391,7 +391,7 @@ def protocol_table(parts: dict | None) -> Markup:
     return h("div", h("table", rows, class_="protocol"), class_="scroll")
 
 
-def published_table(simulated: bool = True) -> Markup:
+def published_table(simulated: bool = False) -> Markup:
     """The MindEye2 Table 1 rows, in a visibly separate table with its provenance."""
     from . import published as pub
 

@@ -4,9 +4,10 @@
 inputs, command-line options, job resources and priorities from it, so the ``.smk`` files keep
 only rules and everything here is unit-tested without Snakemake. Building a plan runs the
 cheap checks (milliseconds) that stop a bad config before any job starts, each as one
-``ValueError`` naming the config key: real weights that are missing, an NSD root that lacks what
-the stages start from, feature-net weights that are not state dicts, a held-out subject that is
-not configured, a training batch that does not divide over the configured GPUs.
+``ValueError`` naming the config key: real weights that are missing, nsd-sim's own models named
+with a real NSD root, an NSD root that lacks what the stages start from, feature-net weights that
+are not state dicts, a held-out subject that is not configured, a training batch that does not
+divide over the configured GPUs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from ..errors import InputError
 from . import resources as res
 
-__all__ = ["Plan", "PRIORITY", "GROUP", "parent"]
+__all__ = ["Plan", "PRIORITY", "GROUP", "parent", "names_sim"]
 
 # decode and evaluate run one job per group of up to GROUP methods of one subject: the models,
 # the stimuli and METEOR's Java load once per job, and the held-out subject's many methods still
@@ -44,6 +45,14 @@ _MODEL_PARSERS = {
     "captioner": ("braindecode_pkg.decoders.captioner", "parse_captioner_config"),
 }
 _DECODERS = ("clip", "image_decoder", "captioner")
+
+
+def names_sim(spec) -> bool:
+    """Whether a model config names nsd-sim's own model: ``"sim"``, or a mapping one of whose
+    values is ``"sim"`` (``{local_dir: sim}``, ``{pipeline_dir: sim}``, ``{dir: sim, ...}``)."""
+    if isinstance(spec, dict):
+        return any(isinstance(v, str) and v.strip() == "sim" for v in spec.values())
+    return isinstance(spec, str) and spec.strip() == "sim"
 
 
 def parent(path: str, n: int) -> str:
@@ -109,6 +118,7 @@ class Plan:
         self.check_decode()
         self.check_model_configs()
         self.check_inputs()
+        self.check_real_models()
         self.check_train_batches()
         self.check_evaluate()
 
@@ -162,6 +172,17 @@ class Plan:
                     getattr(importlib.import_module(module), name)(self.models[kind])
                 except InputError as e:
                     raise ValueError(f"config models.{kind}: {e}") from None
+
+    def check_real_models(self) -> None:
+        """On real NSD every model is real: nsd-sim's own models (``"sim"``, or a mapping naming
+        ``sim``) were trained on simulated scenes, and the judge on them would score nothing real."""
+        if self.simulated:
+            return
+        for kind in (*_DECODERS, "judge_clip"):
+            if names_sim(self.models[kind]):
+                raise ValueError(f"config models.{kind}: {self.models[kind]!r} is nsd-sim's own model (trained on "
+                                 f"simulated scenes), but nsd_root is a real NSD root ({self.nsd_root}); name local "
+                                 f"weights of a real model (config/nsd.yaml names each and where to download it)")
 
     def check_inputs(self) -> None:
         """On real NSD: each subject present, the image brick in NSD's layout, the caption files

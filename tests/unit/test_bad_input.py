@@ -122,7 +122,8 @@ def test_image_brick_with_the_wrong_shape(nsd, tmp_path, capsys, no_model, shape
         f.create_dataset("imgBrick", shape=shape, dtype=dtype)
     err = one_error(capsys, embed(nsd, tmp_path))
     assert f"{nsd.stimuli}: imgBrick has shape {shape}" in err and "expected (n_images, H, W, 3) uint8" in err
-    rc = cli.main(["latents", "--nsd-root", str(nsd.root), "--subjects", "1", "--out", str(tmp_path / "l.h5")])
+    rc = cli.main(["latents", "--nsd-root", str(nsd.root), "--subjects", "1", "--image-decoder", "sim",
+                   "--out", str(tmp_path / "l.h5")])
     assert "imgBrick has shape" in one_error(capsys, rc)
 
 

@@ -191,16 +191,20 @@ def test_cli_decode_and_true_embedding(files, tmp_path, mini_nsd, capsys):
         np.testing.assert_array_equal(f["avg_outputs/pooled"][:], e["image_pooled"][:][test_ids])
         assert f.attrs["method"] == "true_embedding"
     dec, dec2 = tmp_path / "d", tmp_path / "d2"
-    assert main(["decode", "--brain", str(out), str(out), "--embed", str(emb), "--set", "num_inference_steps=2",
+    sims = ["--image-decoder", "sim", "--captioner", "sim", "--clip", "sim"]
+    assert main(["decode", "--brain", str(out), str(out), "--embed", str(emb), *sims, "--set", "num_inference_steps=2",
                  "--set", "guidance_scale=1", "--out", str(dec), str(dec2), "--quiet"]) == 0
     with h5py.File(dec / "decode.h5") as f:  # true embeddings retrieve themselves
         assert f["retrieved"][:, 0].tolist() == test_ids.tolist()
     # two files decoded by one process (models loaded once): each as if decoded alone
     np.testing.assert_array_equal(read_images(dec / "images", test_ids), read_images(dec2 / "images", test_ids))
-    assert main(["decode", "--brain", str(out), "--embed", str(emb), "--set", "bogus=1", "--out", str(dec)]) == 2
+    assert main(["decode", "--brain", str(out), "--embed", str(emb), *sims, "--set", "bogus=1", "--out", str(dec)]) == 2
     assert "bogus" in capsys.readouterr().err
-    assert main(["decode", "--brain", str(out), str(out), "--embed", str(emb), "--out", str(dec)]) == 2
+    assert main(["decode", "--brain", str(out), str(out), "--embed", str(emb), *sims, "--out", str(dec)]) == 2
     assert "2 --brain files for 1 --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the models are named, never nsd-sim's by default
+        main(["decode", "--brain", str(out), "--embed", str(emb), "--out", str(dec)])
+    assert "the following arguments are required: --image-decoder, --captioner, --clip" in capsys.readouterr().err
     assert main(["infer", "--prep", str(prep), "--out", str(out)]) == 2
 
 

@@ -268,6 +268,9 @@ def test_cli_passes_the_judge_chain_and_heads(files, tmp_path, monkeypatch, caps
     assert info["judge_clip"]["family"] == "judge" and info["protocol"] == "avg_outputs"
     assert main(args[:-3] + ["tokens", "pooled", "--out", str(tmp_path / "p2.h5")]) == 2
     assert "2 --retrieval-head" in capsys.readouterr().err
+    i = args.index("--judge-clip")  # the judge is named, never nsd-sim's by default
+    assert main(args[:i] + args[i + 2:]) == 2
+    assert "evaluate needs --judge-clip" in capsys.readouterr().err
 
 
 def test_sim_in_any_form_is_the_judge_never_the_decoding_clip(tmp_path, monkeypatch, clips):

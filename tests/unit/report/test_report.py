@@ -167,7 +167,7 @@ def make_inputs(root):
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("rep")
     kw = make_inputs(root)
-    out = build_report(root / "report/index.html", max_grid=MAX_GRID, **kw)
+    out = build_report(root / "report/index.html", max_grid=MAX_GRID, simulated=True, **kw)
     html = out.read_text(encoding="utf-8")
     p = Checker()
     p.feed(html)
@@ -297,3 +297,14 @@ def test_only_metrics_given_still_builds(tmp_path):
 def test_h_escapes_text_and_attributes():
     assert h("td", "<a>&", title='"x"') == '<td title="&quot;x&quot;">&lt;a&gt;&amp;</td>'
     assert h("p", h("b", "ok"), None, ["1", "2"]) == "<p><b>ok</b>12</p>"
+
+
+def test_the_sessions_figure_names_the_oracle_only_when_it_is_drawn(tmp_path, report):
+    assert "dashed: the nsd-sim oracle." in report["html"]  # nsd-sim rows with an oracle
+    rows = [r for r in METRICS if r[1] != "oracle"]  # real NSD: no oracle
+    _tsv(tmp_path / "m.tsv", ["subject", "method", "metric", "value", "ci_low", "ci_high"], rows)
+    html = build_report(tmp_path / "index.html", metrics_tsv=tmp_path / "m.tsv", decode_dirs=None, stimuli=None,
+                        true_captions=None, brain_maps=None, train_logs=None, config=None, inputs=None).read_text()
+    assert "against the number of its sessions used" in html and "oracle." not in html
+    assert "No oracle rows: no ceiling line." in html
+    assert "not comparable to nsd-sim" not in html  # real NSD unless told otherwise

@@ -191,3 +191,23 @@ def test_decode_recipe_asks_only_for_what_the_models_have():
     own = {"brain": {"scratch": {"model": {"width": 64}}}}
     with pytest.raises(ValueError, match="brain.scratch.model.prior"):
         Plan(config(own))
+
+
+def test_nsd_sim_models_are_refused_with_a_real_nsd_root(tmp_path):
+    """A copy of the default config with only nsd_root set would embed real NSD images with
+    nsd-sim's 128-d CLIP and score them with its judge: stopped at parse time, naming the key."""
+    from braindecode_pkg.data.placeholders import write_placeholders
+    from braindecode_pkg.workflow.plan import names_sim
+
+    nsd = tmp_path / "nsd"
+    write_placeholders(nsd, subjects=(1, 2), sessions="1")
+    real = {"nsd_root": str(nsd), "subjects": [1, 2], "brain": {"heldout": 2}, "preprocess": {"sessions": "1"}}
+    with pytest.raises(ValueError) as e:
+        Plan(config(real))
+    assert str(e.value).startswith(f"config models.clip: 'sim' is nsd-sim's own model (trained on simulated "
+                                   f"scenes), but nsd_root is a real NSD root ({nsd})"), str(e.value)
+    assert "config/nsd.yaml" in str(e.value)
+    assert names_sim("sim") and names_sim({"pipeline_dir": "sim"}) and names_sim({"dir": " sim", "lm": "/w/gpt2"})
+    assert not names_sim({"arch": "ViT-H-14", "pretrained": "/w/sim.bin"}) and not names_sim("/weights/sim")
+    # the same config on nsd-sim plans
+    Plan(config({"subjects": [1, 2], "brain": {"heldout": 2}}))
