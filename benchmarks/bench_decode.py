@@ -17,7 +17,10 @@ shipped judge CLIP, not the decoding CLIP). Steps (outputs kept in ``--work``, r
             the baseline rows
   choices   on the validation images of seed 0, never the test images: the prior's denoiser
             (mlp or transformer: the prior samples' cosine to the true embeddings), then img2img's
-            strength and best-of-n's n (two-way CLIP by the judge, pretrained subjects 1-3)
+            strength and best-of-n's n (two-way CLIP by the judge, pretrained subjects 1-3; ties
+            within TIE go to the lower strength, which keeps more of the blurry image, and to the
+            fewer samples; n at most MAX_N for the laptop run's budget); the captions' source
+            (prior samples or direction) is measured beside them
   ablation  seed 0, test images: direction only (today's models and decode) / the config's models'
             direction / + prior / + low-level img2img / + best-of-n, for pretrained, ridge,
             adapted-k1 and scratch-k1: retrieval, PixCorr, SSIM, two-way CLIP, CIDEr, attr_acc with
@@ -50,7 +53,12 @@ METRICS = ("retrieval_brain2image_top1", "pixcorr", "ssim", "twoway_clip", "cide
 SHORT = {"retrieval_brain2image_top1": "retrieval", "pixcorr": "PixCorr", "ssim": "SSIM", "twoway_clip": "two-way",
          "cider": "CIDEr", "attr_acc": "attr_acc"}
 STRENGTHS = (0.5, 0.7, 0.85)
-NS = (1, 2, 4)
+NS = (1, 2, 4, 8)
+#: the largest n the default run may choose: decode time grows linearly with n, and make run has a
+#: 20-minute budget on 2 cores (n = 8 is measured on the validation images for a GPU run's choice)
+MAX_N = 4
+#: settings whose validation two-way is within this of the best are ties
+TIE = 0.005
 PRIOR_ARCHS = {"mlp": {}, "transformer": {"arch": "transformer", "chunks": 8, "heads": 4, "depth": 2}}
 
 
@@ -195,13 +203,20 @@ class Scoring:
         return self.scorers[s]
 
     def run(self, brain: Path, out: Path, settings: dict, s: int, part: Path):
-        """Decode ``brain`` with ``settings`` into ``out``, score it into ``part``; (scores, s/image)."""
+        """Decode ``brain`` with ``settings`` into ``out``, score it into ``part``; (scores, s/image).
+        A folder and part of an earlier run are reused when that run decoded the same settings."""
+        import dataclasses
+
+        import h5py
+
         from braindecode_pkg.decode import DecodeSettings, decode
         from braindecode_pkg.evaluate.score import read_part, write_part
 
         if part.is_file() and (out / "seconds.json").is_file():
-            return read_part(part), json.loads((out / "seconds.json").read_text())["per_image"]
-        import h5py
+            with h5py.File(out / "decode.h5") as f:
+                done = json.loads(f.attrs["settings"])
+            if done == dataclasses.asdict(DecodeSettings(**settings)):
+                return read_part(part), json.loads((out / "seconds.json").read_text())["per_image"]
 
         t0 = time.perf_counter()
         decode(brain, out, embed=self.world.embed, settings=DecodeSettings(**settings), decoders=self.decoders)
@@ -252,26 +267,32 @@ def choose(world: World, sc: Scoring, cfg: dict, work: Path) -> dict:
     cfg["brain"]["pretrain"]["model"]["prior"] = {**cfg["brain"]["pretrain"]["model"]["prior"], **PRIOR_ARCHS[arch]}
     out = work / f"choose/prior-{arch}"
 
-    def val_twoway(**over):
+    def val_scores(**over) -> dict:
+        """Mean over subjects 1-3 of the validation images' metrics decoded with ``over``."""
         name = "-".join(f"{k}{v}" for k, v in over.items())
         scores = []
         for s in TRAIN_SUBJECTS:
             brain = out / f"brain/pretrain/subj{s:02d}.val.h5"
-            settings = _decode_settings(cfg, source="prior", img2img=True, max_images=None, **over)
+            settings = _decode_settings(cfg, **{"source": "prior", "img2img": True, "max_images": None, **over})
             r, _ = sc.run(brain, out / f"val-decode/{name}/subj{s:02d}", settings, s,
                           out / f"val-parts/{name}/subj{s:02d}.h5")
             scores.append(r)
-        return _mean(scores, "twoway_clip")
+        return {m: _mean(scores, m) for m in METRICS}
 
+    # ties (two-way within TIE of the best) go to the setting that keeps the most of the blurry image
+    # (PixCorr and SSIM fall with the strength), and to the fewest samples (decode time grows with n)
     for st in STRENGTHS:
-        report["strength"][st] = val_twoway(strength=st, n_samples=1)
-    strength = max(report["strength"], key=report["strength"].get)
+        report["strength"][st] = val_scores(strength=st, n_samples=1)
+    best = max(v["twoway_clip"] for v in report["strength"].values())
+    strength = min(st for st, v in report["strength"].items() if v["twoway_clip"] >= best - TIE)
     for n in NS:
-        report["n_samples"][n] = val_twoway(strength=strength, n_samples=n)
-    best = max(report["n_samples"].values())
-    # the smallest n within 0.005 of the best: samples cost decode time linearly
-    report["chosen"] = {"prior_arch": arch, "strength": strength,
-                        "n_samples": min(n for n, v in report["n_samples"].items() if v >= best - 0.005)}
+        report["n_samples"][n] = val_scores(strength=strength, n_samples=n)
+    best = max(v["twoway_clip"] for n, v in report["n_samples"].items() if n <= MAX_N)
+    n_samples = min(n for n, v in report["n_samples"].items() if n <= MAX_N and v["twoway_clip"] >= best - TIE)
+    # captions: from the prior's samples (MindEye2) or from the contrastive direction
+    report["captions"] = {"prior": report["n_samples"][1], "direction": val_scores(source="direction", img2img=False,
+                                                                                  n_samples=1)}
+    report["chosen"] = {"prior_arch": arch, "strength": strength, "n_samples": n_samples}
     return report
 
 
@@ -424,8 +445,15 @@ def main(argv=None) -> int:
     print("\nchoices on the validation images (seed 0):")
     print("  prior denoiser, val cosine of its samples to the true embeddings:",
           ", ".join(f"{k} {v:.3f}" for k, v in chosen_report["prior"].items()))
-    print("  img2img strength, val two-way (judge):", ", ".join(f"{k} {v:.3f}" for k, v in chosen_report["strength"].items()))
-    print("  best-of-n, val two-way (judge):", ", ".join(f"n={k} {v:.3f}" for k, v in chosen_report["n_samples"].items()))
+    def val_row(v, metrics=("twoway_clip", "pixcorr", "ssim")):
+        return " / ".join(f"{v[m]:.3f}" for m in metrics)
+
+    print("  img2img strength, val two-way (judge) / PixCorr / SSIM:",
+          "; ".join(f"{k}: {val_row(v)}" for k, v in chosen_report["strength"].items()))
+    print("  best-of-n, val two-way (judge) / PixCorr / SSIM:",
+          "; ".join(f"n={k}: {val_row(v)}" for k, v in chosen_report["n_samples"].items()))
+    print("  captions from, val CIDEr / attr_acc:",
+          "; ".join(f"{k}: {val_row(v, ('cider', 'attr_acc'))}" for k, v in chosen_report["captions"].items()))
     print("  chosen:", chosen)
     print("\nablation, test images, seed 0 (value [95 % CI]; mean of subjects 1-3, subject 4 for the K=1 rows):")
     methods = ("pretrained", "ridge", f"adapted-k{K}", f"scratch-k{K}")
