@@ -8,7 +8,7 @@ CORES ?= 2
 CONFIG ?=
 SNAKEMAKE_ARGS ?=
 
-.PHONY: setup run test test-all lint bench bench-brain bench-ceilings bench-ridge sim-weights sim-weights-gpu
+.PHONY: setup run test test-all lint bench bench-brain bench-decode bench-ceilings bench-ridge sim-weights sim-weights-gpu
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ bench: setup
 # issue 4's targets on the nsd-sim default, with the data curve and the noise-free ceiling (4.3 min on 2 cores on 2026-11-30; 46 min on an earlier, busier machine)
 bench-brain: setup
 	$(BIN)/python benchmarks/bench_brain.py --pretrain-curve 1,2,4
+
+# issue 18: MindEye2's decode recipe on the nsd-sim default, ablated (direction / + prior / + img2img /
+# + best-of-n), its choices made on the validation split, its targets over 3 seeds. WORLD: a make run
+# results folder to reuse (its sim/, prep/ and embed/clip.h5); by default the world is made here.
+WORLD ?=
+bench-decode: setup
+	$(BIN)/python benchmarks/bench_decode.py --work results/bench_decode $(if $(WORLD),--world $(WORLD))
 
 # issue 3's ceilings of the shipped nsd-sim models (CLIP retrieval, images and captions from true embeddings)
 bench-ceilings: setup
