@@ -242,6 +242,14 @@ def _mean(scores, metric):
     return float(np.mean([s.metrics[metric]["value"] for s in scores]))
 
 
+def pick(scores: dict, metric: str = "twoway_clip", tie: float = TIE):
+    """The smallest setting whose validation ``metric`` is within ``tie`` of the best: ties go to the
+    lower img2img strength, which keeps more of the blurry image (PixCorr and SSIM fall with it), and
+    to the fewer samples (decode time grows with n)."""
+    best = max(v[metric] for v in scores.values())
+    return min(k for k, v in scores.items() if v[metric] >= best - tie)
+
+
 def choose(world: World, sc: Scoring, cfg: dict, work: Path) -> dict:
     """The prior's denoiser, img2img's strength and best-of-n's n, on seed 0's validation images."""
     import h5py
@@ -279,16 +287,12 @@ def choose(world: World, sc: Scoring, cfg: dict, work: Path) -> dict:
             scores.append(r)
         return {m: _mean(scores, m) for m in METRICS}
 
-    # ties (two-way within TIE of the best) go to the setting that keeps the most of the blurry image
-    # (PixCorr and SSIM fall with the strength), and to the fewest samples (decode time grows with n)
     for st in STRENGTHS:
         report["strength"][st] = val_scores(strength=st, n_samples=1)
-    best = max(v["twoway_clip"] for v in report["strength"].values())
-    strength = min(st for st, v in report["strength"].items() if v["twoway_clip"] >= best - TIE)
+    strength = pick(report["strength"])
     for n in NS:
         report["n_samples"][n] = val_scores(strength=strength, n_samples=n)
-    best = max(v["twoway_clip"] for n, v in report["n_samples"].items() if n <= MAX_N)
-    n_samples = min(n for n, v in report["n_samples"].items() if n <= MAX_N and v["twoway_clip"] >= best - TIE)
+    n_samples = pick({n: v for n, v in report["n_samples"].items() if n <= MAX_N})
     # captions: from the prior's samples (MindEye2) or from the contrastive direction
     report["captions"] = {"prior": report["n_samples"][1], "direction": val_scores(source="direction", img2img=False,
                                                                                   n_samples=1)}
