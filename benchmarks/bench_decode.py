@@ -16,11 +16,12 @@ shipped judge CLIP, not the decoding CLIP). Steps (outputs kept in ``--work``, r
             config's recipe (the diffusion prior and the latent head), and "today's" (neither) for
             the baseline rows
   choices   on the validation images of seed 0, never the test images: the prior's denoiser
-            (mlp or transformer: the prior samples' cosine to the true embeddings), then img2img's
-            strength and best-of-n's n (two-way CLIP by the judge, pretrained subjects 1-3; ties
-            within TIE go to the lower strength, which keeps more of the blurry image, and to the
-            fewer samples; n at most MAX_N for the laptop run's budget); the captions' source
-            (prior samples or direction) is measured beside them
+            (mlp or transformer: the prior samples' cosine to the true embeddings), its sampling
+            (DDIM steps x guidance: the images decoded from its samples alone), img2img's strength,
+            best-of-n's n and what it selects by (two-way CLIP by the judge, pretrained subjects
+            1-3; ties within TIE go to the fewer steps, the lower guidance and strength, the fewer
+            samples, the pooled direction; n at most MAX_N for the laptop run's budget); the
+            captions' source (prior samples or direction) is measured beside them
   ablation  seed 0, test images: direction only (today's models and decode) / the config's models'
             direction / + prior / + low-level img2img / + best-of-n, for pretrained, ridge,
             adapted-k1 and scratch-k1: retrieval, PixCorr, SSIM, two-way CLIP, CIDEr, attr_acc with
@@ -60,6 +61,9 @@ MAX_N = 4
 #: settings whose validation two-way is within this of the best are ties
 TIE = 0.005
 PRIOR_ARCHS = {"mlp": {}, "transformer": {"arch": "transformer", "chunks": 8, "heads": 4, "depth": 2}}
+#: the prior's DDIM steps and classifier-free guidance tried (ties: fewer steps, then less guidance)
+PRIOR_STEPS = (10, 20, 50)
+PRIOR_GUIDANCE = (1.0, 2.0, 4.0)
 
 
 def _cli(*argv) -> None:
@@ -147,10 +151,24 @@ def _common(world: World, plan, seed: int) -> list:
             "--set", f"train.threads={world.threads}"]
 
 
-def _infer(world: World, plan, model: Path, method: str, s: int, out: Path, splits=("test", "val")) -> None:
-    prior = ["--prior"] if plan.has_prior(method) else []
+def _infer(world: World, plan, model: Path, method: str, s: int, out: Path, splits=("test", "val"),
+           sampling: tuple | None = None) -> None:
+    """Test and/or validation predictions of a model; a brain model's prior sampled with ``sampling``
+    (steps, guidance; default: the plan's model config), redone when a file has other settings."""
+    import h5py
+
+    prior = []
+    if plan.has_prior(method):
+        p = plan.model_section("pretrain" if method == "pretrain" else method.split("-")[0])["prior"]
+        steps, guidance = sampling or (p.get("sample_steps", 20), p.get("guidance", 1.0))
+        prior = ["--prior", "--prior-steps", int(steps), "--prior-guidance", float(guidance)]
     for split in splits:
         f = out / "brain" / method / (f"subj{s:02d}.h5" if split == "test" else f"subj{s:02d}.val.h5")
+        if f.is_file() and prior:
+            with h5py.File(f) as h:
+                done = json.loads(h.attrs.get("prior_sampling", "{}"))
+            if done != {"steps": int(prior[2]), "guidance": float(prior[4])}:
+                f.unlink()
         if not f.is_file():
             _cli("infer", "--model", model, "--prep", world.prep[s], "--subject", s, "--method", method,
                  "--split", split, *plan.validation_opt().split(), *prior, "--threads", world.threads, "--out", f)
@@ -204,7 +222,8 @@ class Scoring:
 
     def run(self, brain: Path, out: Path, settings: dict, s: int, part: Path):
         """Decode ``brain`` with ``settings`` into ``out``, score it into ``part``; (scores, s/image).
-        A folder and part of an earlier run are reused when that run decoded the same settings."""
+        A folder and part of an earlier run are reused when that run decoded the same settings from
+        the brain file as it is now."""
         import dataclasses
 
         import h5py
@@ -212,7 +231,7 @@ class Scoring:
         from braindecode_pkg.decode import DecodeSettings, decode
         from braindecode_pkg.evaluate.score import read_part, write_part
 
-        if part.is_file() and (out / "seconds.json").is_file():
+        if part.is_file() and (out / "seconds.json").is_file() and part.stat().st_mtime > brain.stat().st_mtime:
             with h5py.File(out / "decode.h5") as f:
                 done = json.loads(f.attrs["settings"])
             if done == dataclasses.asdict(DecodeSettings(**settings)):
@@ -250,17 +269,24 @@ def pick(scores: dict, metric: str = "twoway_clip", tie: float = TIE):
     return min(k for k, v in scores.items() if v[metric] >= best - tie)
 
 
+def with_prior(cfg: dict, **opts) -> dict:
+    """``cfg`` with ``opts`` set in the pretrained model's prior (adapt and scratch inherit it)."""
+    cfg = copy.deepcopy(cfg)
+    prior = cfg["brain"]["pretrain"]["model"]["prior"]
+    cfg["brain"]["pretrain"]["model"]["prior"] = {**prior, **opts}
+    return cfg
+
+
 def choose(world: World, sc: Scoring, cfg: dict, work: Path) -> dict:
-    """The prior's denoiser, img2img's strength and best-of-n's n, on seed 0's validation images."""
+    """On seed 0's validation images: the prior's denoiser, its sampling (DDIM steps and guidance),
+    img2img's strength and best-of-n's n; the captions' source measured beside them."""
     import h5py
 
     from braindecode_pkg.brain.data import load_targets
 
-    report: dict = {"prior": {}, "strength": {}, "n_samples": {}}
+    report: dict = {"prior": {}, "prior_sampling": {}, "strength": {}, "n_samples": {}, "select_by": {}}
     for arch, opts in PRIOR_ARCHS.items():
-        c = copy.deepcopy(cfg)
-        c["brain"]["pretrain"]["model"]["prior"] = {**c["brain"]["pretrain"]["model"]["prior"], **opts}
-        out = train_pretrain_only(world, c, work / f"choose/prior-{arch}")
+        out = train_pretrain_only(world, with_prior(cfg, **opts), work / f"choose/prior-{arch}")
         cos = []
         for s in TRAIN_SUBJECTS:
             with h5py.File(out / f"brain/pretrain/subj{s:02d}.val.h5") as f:
@@ -270,33 +296,47 @@ def choose(world: World, sc: Scoring, cfg: dict, work: Path) -> dict:
             cos.append(float(np.mean(np.sum(p / np.linalg.norm(p, axis=1, keepdims=True) * true, 1))))
         report["prior"][arch] = float(np.mean(cos))
     arch = max(report["prior"], key=report["prior"].get)
-    report["prior_arch"] = arch
-    cfg = copy.deepcopy(cfg)
-    cfg["brain"]["pretrain"]["model"]["prior"] = {**cfg["brain"]["pretrain"]["model"]["prior"], **PRIOR_ARCHS[arch]}
+    cfg = with_prior(cfg, **PRIOR_ARCHS[arch])
     out = work / f"choose/prior-{arch}"
+    from braindecode_pkg.workflow.plan import Plan
 
-    def val_scores(**over) -> dict:
-        """Mean over subjects 1-3 of the validation images' metrics decoded with ``over``."""
-        name = "-".join(f"{k}{v}" for k, v in over.items())
+    plan = Plan(cfg, check=False)
+
+    def val_scores(sampling: tuple, **over) -> dict:
+        """Mean over subjects 1-3 of the validation images' metrics, the prior sampled with
+        ``sampling`` (steps, guidance) and decoded with ``over``."""
+        tag = f"steps{sampling[0]}-guidance{sampling[1]:g}"
+        name = "-".join([tag] + [f"{k}{v}" for k, v in over.items()])
         scores = []
         for s in TRAIN_SUBJECTS:
-            brain = out / f"brain/pretrain/subj{s:02d}.val.h5"
+            _infer(world, plan, out / "models/pretrain", "pretrain", s, out / f"val-brain/{tag}", splits=("val",),
+                   sampling=sampling)
             settings = _decode_settings(cfg, **{"source": "prior", "img2img": True, "max_images": None, **over})
-            r, _ = sc.run(brain, out / f"val-decode/{name}/subj{s:02d}", settings, s,
-                          out / f"val-parts/{name}/subj{s:02d}.h5")
+            r, _ = sc.run(out / f"val-brain/{tag}/brain/pretrain/subj{s:02d}.val.h5",
+                          out / f"val-decode/{name}/subj{s:02d}", settings, s, out / f"val-parts/{name}/subj{s:02d}.h5")
             scores.append(r)
         return {m: _mean(scores, m) for m in METRICS}
 
+    # the prior's sampling, judged on what it is for: the images decoded from its samples alone
+    grid = {(st, g): val_scores((st, g), img2img=False, n_samples=1) for st in PRIOR_STEPS for g in PRIOR_GUIDANCE}
+    sampling = pick(grid)
+    report["prior_sampling"] = {f"steps {st}, guidance {g:g}": v for (st, g), v in grid.items()}
     for st in STRENGTHS:
-        report["strength"][st] = val_scores(strength=st, n_samples=1)
+        report["strength"][st] = val_scores(sampling, strength=st, n_samples=1)
     strength = pick(report["strength"])
     for n in NS:
-        report["n_samples"][n] = val_scores(strength=strength, n_samples=n)
+        report["n_samples"][n] = val_scores(sampling, strength=strength, n_samples=n)
     n_samples = pick({n: v for n, v in report["n_samples"].items() if n <= MAX_N})
+    # best of n against the brain model's pooled embedding or against the prior's sample (ties: the
+    # former, the default)
+    report["select_by"] = {sel: val_scores(sampling, strength=strength, n_samples=n_samples, select_by=sel)
+                           for sel in ("direction", "source")}
+    select_by = pick(report["select_by"])
     # captions: from the prior's samples (MindEye2) or from the contrastive direction
-    report["captions"] = {"prior": report["n_samples"][1], "direction": val_scores(source="direction", img2img=False,
-                                                                                  n_samples=1)}
-    report["chosen"] = {"prior_arch": arch, "strength": strength, "n_samples": n_samples}
+    report["captions"] = {"prior": report["n_samples"][1],
+                          "direction": val_scores(sampling, source="direction", img2img=False, n_samples=1)}
+    report["chosen"] = {"prior_arch": arch, "prior_steps": sampling[0], "prior_guidance": sampling[1],
+                        "strength": strength, "n_samples": n_samples, "select_by": select_by}
     return report
 
 
@@ -321,7 +361,8 @@ def ablation(world: World, sc: Scoring, base: Path, new: Path, cfg: dict, chosen
         ("direction, this recipe's models", new, dict(source="direction", img2img=False, n_samples=1)),
         ("+ prior", new, dict(source="prior", img2img=False, n_samples=1)),
         ("+ low-level img2img", new, dict(source="prior", img2img=True, strength=chosen["strength"], n_samples=1)),
-        (WHOLE, new, dict(source="prior", img2img=True, strength=chosen["strength"], n_samples=chosen["n_samples"])),
+        (WHOLE, new, dict(source="prior", img2img=True, strength=chosen["strength"], n_samples=chosen["n_samples"],
+                          select_by=chosen["select_by"])),
     ]
     table: dict = {}
     for name, models, over in recipes:
@@ -374,7 +415,8 @@ def targets_over_seeds(world, sc, cfg, chosen, work, seeds) -> dict:
         new = train(world, cfg, recipe_dir(work, seed, chosen["prior_arch"]), seed)
         base = train(world, today(cfg), work / f"seed{seed}/today", seed)
         row: dict = {}
-        over = dict(source="prior", img2img=True, strength=chosen["strength"], n_samples=chosen["n_samples"])
+        over = dict(source="prior", img2img=True, strength=chosen["strength"], n_samples=chosen["n_samples"],
+                    select_by=chosen["select_by"])
         # seed 0's are the ablation's last row, already decoded and scored
         where = work / (f"ablation/{_slug(WHOLE)}" if seed == 0 else f"seed{seed}")
         for method, s in _methods():
@@ -436,9 +478,8 @@ def main(argv=None) -> int:
     try:
         chosen_report = choose(world, sc, cfg, work)
         chosen = chosen_report["chosen"]
-        cfg = copy.deepcopy(cfg)
-        cfg["brain"]["pretrain"]["model"]["prior"] = {**cfg["brain"]["pretrain"]["model"]["prior"],
-                                                      **PRIOR_ARCHS[chosen["prior_arch"]]}
+        cfg = with_prior(cfg, **PRIOR_ARCHS[chosen["prior_arch"]], sample_steps=chosen["prior_steps"],
+                         guidance=chosen["prior_guidance"])
         new = train(world, cfg, recipe_dir(work, 0, chosen["prior_arch"]), 0)
         base = train(world, today(cfg), work / "seed0/today", 0)
         table = ablation(world, sc, base, new, cfg, chosen, work)
@@ -449,25 +490,30 @@ def main(argv=None) -> int:
     print("\nchoices on the validation images (seed 0):")
     print("  prior denoiser, val cosine of its samples to the true embeddings:",
           ", ".join(f"{k} {v:.3f}" for k, v in chosen_report["prior"].items()))
+
     def val_row(v, metrics=("twoway_clip", "pixcorr", "ssim")):
         return " / ".join(f"{v[m]:.3f}" for m in metrics)
 
+    print("  prior sampling, val two-way (judge) / PixCorr / SSIM of its samples decoded alone:",
+          "; ".join(f"{k}: {val_row(v)}" for k, v in chosen_report["prior_sampling"].items()))
     print("  img2img strength, val two-way (judge) / PixCorr / SSIM:",
           "; ".join(f"{k}: {val_row(v)}" for k, v in chosen_report["strength"].items()))
     print("  best-of-n, val two-way (judge) / PixCorr / SSIM:",
           "; ".join(f"n={k}: {val_row(v)}" for k, v in chosen_report["n_samples"].items()))
+    print("  best of n against, val two-way (judge) / PixCorr / SSIM:",
+          "; ".join(f"{k}: {val_row(v)}" for k, v in chosen_report["select_by"].items()))
     print("  captions from, val CIDEr / attr_acc:",
           "; ".join(f"{k}: {val_row(v, ('cider', 'attr_acc'))}" for k, v in chosen_report["captions"].items()))
     print("  chosen:", chosen)
     print("\nablation, test images, seed 0 (value [95 % CI]; mean of subjects 1-3, subject 4 for the K=1 rows):")
     methods = ("pretrained", "ridge", f"adapted-k{K}", f"scratch-k{K}")
-    print("| recipe | method | " + " | ".join(SHORT[m] for m in METRICS) + " | decode s/image |")
+    print("| recipe | method | " + " | ".join(SHORT[m] for m in METRICS) + " | decode ms/image |")
     print("|---" * (3 + len(METRICS)) + "|")
     for name, t in table.items():
         for m in methods:
             vals = t["rows"].get(m, {})
             cells = [f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" if k in vals and (v := vals[k]) else "" for k in METRICS]
-            print(f"| {name} | {m} | " + " | ".join(cells) + f" | {t['seconds_per_image']:.2f} |")
+            print(f"| {name} | {m} | " + " | ".join(cells) + f" | {1000 * t['seconds_per_image']:.0f} |")
     print(f"\nissue 18's targets over seeds {seeds} (mean ± sd; per seed):")
     for k, v in ratios.items():
         print(f"  {k}: {v['mean']:.3f} ± {v['sd']:.3f}  ({', '.join(f'{x:.3f}' for x in v['per_seed'])})")

@@ -8,8 +8,9 @@ one protocol of it, default ``avg_betas``) and writes one folder per (method, su
                            nsd ids of the k test images whose true CLIP embedding is most similar
                            (cosine) to the prediction, best first; ``best_of_n`` (n,) int64: the
                            sample kept; ``sample_similarity`` (n, n_samples) float32: cosine
-                           similarity of each sample's CLIP embedding to the prediction (NaN when
-                           n_samples = 1: no CLIP pass is needed); these two for the first
+                           similarity of each sample's CLIP embedding to what it is selected by
+                           (``select_by``; NaN when n_samples = 1: no CLIP pass is needed);
+                           these two for the first
                            ``n_reconstructed`` (attribute) ids, those with images (``max_images``). Attributes: ``method``,
                            ``subject``, ``protocol``, ``brain`` (input file), ``settings`` and
                            ``models`` (JSON), ``decoded_norm`` (see Scale; NaN if not rescaled)
@@ -39,8 +40,10 @@ the blurry low-level reconstruction, and with ``img2img`` the reconstructions st
 say which recipe made each folder.
 
 Best of n (MindEye2): each prediction is decoded ``n_samples`` times with different seeds, each
-sample is embedded by the decoding CLIP model, and the one most similar to the brain model's
-pooled embedding is kept (the evaluation judges with another CLIP, :mod:`.evaluate.judge`).
+sample is embedded by the decoding CLIP model, and the one most similar to ``select_by`` is kept:
+the brain model's pooled embedding (``direction``) or what was decoded (``source``: the prior's
+sample where decoded from it, as MindEye selects against its prior's output). The evaluation
+judges with another CLIP (:mod:`.evaluate.judge`).
 The folder is written under a temporary name and renamed when complete.
 
 The decoders read the CLIP model's pooled image embedding; the prediction must have the width they
@@ -64,6 +67,8 @@ __all__ = ["DecodeSettings", "Decoders", "decode", "read_predictions", "retrieve
 
 #: what decode turns into images and captions (DecodeSettings.source)
 SOURCES = ("direction", "prior")
+#: what best of n compares each sample with (DecodeSettings.select_by)
+SELECT_BY = ("direction", "source")
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,9 @@ class DecodeSettings:
     # embeddings) where the brain file has them, else (and with "direction") its pooled embedding
     source: str = "direction"
     n_samples: int = 1
+    # best of n keeps the sample nearest the brain model's pooled embedding ("direction") or
+    # nearest what was decoded ("source": the prior's sample, where decoded from the prior)
+    select_by: str = "direction"
     seed: int = 0
     guidance_scale: float | None = None  # None: the image decoder's default
     num_inference_steps: int | None = None
@@ -97,6 +105,8 @@ class DecodeSettings:
                              f"(got {self.n_samples}, {self.top_k}, {self.batch_size})")
         if self.source not in SOURCES:
             raise InputError(f"decode settings: source {self.source!r}; expected one of {list(SOURCES)}")
+        if self.select_by not in SELECT_BY:
+            raise InputError(f"decode settings: select_by {self.select_by!r}; expected one of {list(SELECT_BY)}")
 
 
 def image_name(nsd_id: int) -> str:
@@ -224,6 +234,7 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
         _check_width("CLIP model", enc.embed_dim, pred.shape[1], brain_h5)
 
     n = len(ids) if s.max_images is None else min(len(ids), int(s.max_images))  # images reconstructed
+    target = (direction if s.select_by == "direction" else pred)[:n]  # what best of n compares with
     blurry = dec.decode_latents(heads["latent"][:n]) if "latent" in heads else None
     init = blurry if s.img2img else None
     samples = []
@@ -235,7 +246,7 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
         if enc is not None:  # best of n: the sample the decoding CLIP finds nearest the brain's embedding
             e = enc.encode_images(imgs, what=("pooled",))["pooled"]
             cos[:, j] = np.einsum("nd,nd->n", *(x / np.linalg.norm(x, axis=1, keepdims=True)
-                                                for x in (e, direction[:n])))
+                                                for x in (e, target)))
         samples.append(imgs)
     best = np.zeros(n, np.int64) if enc is None else np.argmax(cos, axis=1)
     images = np.stack(samples)[best, np.arange(n)]
@@ -278,7 +289,8 @@ def recipe_attrs(settings: DecodeSettings, decoded: str, img2img: bool) -> dict:
 def read_recipe(decode_dir) -> dict:
     """What made a decode folder's reconstructions and captions, from ``decode.h5``'s attributes:
     ``decoded`` (``prior`` or ``pooled``), ``img2img`` (bool), ``strength``, ``n_samples``,
-    ``num_inference_steps`` and ``guidance_scale`` (``None``: the image decoder's default)."""
+    ``select_by`` (with n > 1), ``num_inference_steps`` and ``guidance_scale`` (``None``: the image
+    decoder's default)."""
     import h5py
 
     f = Path(decode_dir) / "decode.h5"
@@ -293,14 +305,15 @@ def read_recipe(decode_dir) -> dict:
     settings = json.loads(a["settings"].decode() if isinstance(a["settings"], bytes) else a["settings"])
     decoded = a["decoded"].decode() if isinstance(a["decoded"], bytes) else str(a["decoded"])
     img2img = bool(a["img2img"])
+    n = int(settings["n_samples"])
     return {"decoded": decoded, "img2img": img2img, "strength": settings.get("strength") if img2img else None,
-            "n_samples": int(settings["n_samples"]), "num_inference_steps": settings.get("num_inference_steps"),
-            "guidance_scale": settings.get("guidance_scale")}
+            "n_samples": n, "select_by": settings.get("select_by", "direction") if n > 1 else None,
+            "num_inference_steps": settings.get("num_inference_steps"), "guidance_scale": settings.get("guidance_scale")}
 
 
 def recipe_text(recipe: dict) -> str:
     """One line for a reader: e.g. ``prior samples; img2img from the blurry image at strength 0.7;
-    best of 4 by the decoding CLIP; 8 steps, guidance: decoder default``."""
+    best of 4 by the decoding CLIP against the prior sample; steps 8, guidance decoder default``."""
     def default(v):
         return "decoder default" if v is None else f"{v:g}"
 
@@ -308,7 +321,12 @@ def recipe_text(recipe: dict) -> str:
     if recipe["img2img"]:
         parts.append(f"img2img from the blurry image at strength {default(recipe['strength'])}")
     n = int(recipe["n_samples"])
-    parts.append(f"best of {n} by the decoding CLIP" if n > 1 else "one sample")
+    if n > 1:
+        against = ("the prior sample" if recipe["decoded"] == "prior" else "the decoded embedding") \
+            if recipe.get("select_by") == "source" else "the brain model's pooled embedding"
+        parts.append(f"best of {n} by the decoding CLIP against {against}")
+    else:
+        parts.append("one sample")
     steps = recipe["num_inference_steps"]
     parts.append(f"steps {default(steps)}, guidance {default(recipe['guidance_scale'])}")
     return "; ".join(parts)

@@ -97,6 +97,10 @@ def _infer_arguments(s) -> None:
                    help="leave this many training images of each subject out (seeded): the validation split")
     s.add_argument("--prior", action="store_true", help="also sample the diffusion prior")
     s.add_argument("--prior-seed", type=int, default=0)
+    s.add_argument("--prior-steps", type=int, default=None,
+                   help="DDIM steps of the prior's sampling (default: the model's prior.sample_steps)")
+    s.add_argument("--prior-guidance", type=float, default=None,
+                   help="classifier-free guidance of the prior's sampling (default: the model's prior.guidance)")
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--device", default="cpu", help="torch device of a brain model, e.g. cuda (default: cpu)")
@@ -114,6 +118,7 @@ def _infer_run(args) -> int:
         return 0
     print(infer(args.model, args.prep, args.out, subject=args.subject, method=args.method,
                 protocols=protocols, prior=args.prior, prior_seed=args.prior_seed,
+                prior_sampling={"steps": args.prior_steps, "guidance": args.prior_guidance},
                 batch_size=args.batch_size, threads=args.threads, device=args.device, split=args.split,
                 validation=args.validation))
     return 0

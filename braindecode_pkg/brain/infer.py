@@ -18,7 +18,9 @@ dataset                   shape                 content
 ========================  ====================  ============================================
 
 Attributes: ``subject``, ``method``, ``model`` (path), ``model_kind``, ``prep``, ``protocols``
-(JSON descriptions), ``sessions`` (sessions the trials come from), ``prior_seed``, ``split``
+(JSON descriptions), ``sessions`` (sessions the trials come from), ``prior_seed``,
+``prior_sampling`` (JSON: the prior's DDIM ``steps`` and classifier-free ``guidance`` used; the
+model's own unless overridden, e.g. to choose them on the validation images), ``split``
 (``test``, the shared images; or ``val``, the subject's validation images, every trial of them
 left out of training by ``--validation``: what every choice is made on).
 ``true_embedding`` writes a file of the same layout whose "predictions" are the stimuli's own
@@ -76,7 +78,7 @@ def load_any_model(model_dir):
 
 
 def predict(kind: str, model, subject: str, x: np.ndarray, *, batch_size: int = 512, prior: bool = False,
-            prior_seed: int = 0) -> dict:
+            prior_seed: int = 0, prior_sampling: dict | None = None) -> dict:
     """Head outputs ``{head: (n, ...)}`` for betas ``x`` (n, V) of ``subject`` (a brain model runs
     on the device its parameters are on)."""
     if kind == "ridge":
@@ -95,22 +97,37 @@ def predict(kind: str, model, subject: str, x: np.ndarray, *, batch_size: int = 
                 out.setdefault(h, []).append(o[h].float().cpu().numpy())
     res = {h: np.concatenate(v) for h, v in out.items()}
     if prior:
-        res["prior"] = _prior(model, res, prior_seed, batch_size)
+        res["prior"] = _prior(model, res, prior_seed, batch_size, prior_sampling)
     return res
 
 
-def _prior(model, res: dict, seed: int, batch_size: int) -> np.ndarray:
-    import torch
-
+def prior_sampling_used(model, over: dict | None = None) -> dict:
+    """The prior's sampling settings: the model's ``sample_steps`` and ``guidance``, with ``over``
+    (``steps``, ``guidance``; ``None`` values keep the model's) on top."""
     if model.prior is None:
         raise InputError("--prior: this model has no diffusion prior")
+    over = {k: v for k, v in (over or {}).items() if v is not None}
+    bad = sorted(set(over) - {"steps", "guidance"})
+    if bad:
+        raise InputError(f"prior sampling option(s) {bad}: expected steps and/or guidance")
+    out = {"steps": int(over.get("steps", model.prior.sample_steps)),
+           "guidance": float(over.get("guidance", model.prior.guidance))}
+    if out["steps"] < 1:
+        raise InputError(f"prior sampling steps {out['steps']}: must be >= 1")
+    return out
+
+
+def _prior(model, res: dict, seed: int, batch_size: int, sampling: dict | None = None) -> np.ndarray:
+    import torch
+
+    kw = prior_sampling_used(model, sampling)
     t = model.config.prior["target"]
     cond = res[t].reshape(len(res[t]), -1)
     outs = []
     with torch.no_grad():
         for a in range(0, len(cond), batch_size):
             c = torch.from_numpy(np.ascontiguousarray(cond[a:a + batch_size])).to(next(model.parameters()).device)
-            outs.append(model.sample_prior({t: c}, seed=seed * 1_000_003 + a).cpu().numpy())
+            outs.append(model.sample_prior({t: c}, seed=seed * 1_000_003 + a, **kw).cpu().numpy())
     return np.concatenate(outs)
 
 
@@ -126,7 +143,8 @@ def _trials(prep, subject, split: str, validation):
 
 
 def infer(model_dir, prep, out, *, subject=None, method: str | None = None, protocols=tuple(PROTOCOLS),
-          prior: bool = False, prior_seed: int = 0, batch_size: int = 512, threads: int | None = None,
+          prior: bool = False, prior_seed: int = 0, prior_sampling: dict | None = None, batch_size: int = 512,
+          threads: int | None = None,
           device: str = "cpu", split: str = "test", validation=None) -> Path:
     """Write the embeddings file ``out`` (see the module docstring) of the test images, or
     (``split="val"``) of the validation images (``validation``); return its path.
@@ -154,15 +172,17 @@ def infer(model_dir, prep, out, *, subject=None, method: str | None = None, prot
     for p in protocols:
         if p == "avg_betas":
             x = np.stack([tr.betas[g].mean(0) for g in groups])
-            results[p] = predict(kind, model, tr.key, x, batch_size=batch_size, prior=prior, prior_seed=prior_seed)
+            results[p] = predict(kind, model, tr.key, x, batch_size=batch_size, prior=prior, prior_seed=prior_seed,
+                                 prior_sampling=prior_sampling)
         else:
             per = predict(kind, model, tr.key, tr.betas, batch_size=batch_size)
             avg = {h: np.stack([v[g].mean(0) for g in groups]) for h, v in per.items()}
             if prior and kind == "brain":
-                avg["prior"] = _prior(model, avg, prior_seed, batch_size)
+                avg["prior"] = _prior(model, avg, prior_seed, batch_size, prior_sampling)
             results[p] = avg
     _write(out, ids, groups, results, subject=tr.key, method=method, model=str(model_dir), kind=kind, prep=prep,
-           protocols=protocols, sessions=tr.session, prior_seed=prior_seed, split=split)
+           protocols=protocols, sessions=tr.session, prior_seed=prior_seed, split=split,
+           prior_sampling=prior_sampling_used(model, prior_sampling) if prior and kind == "brain" else None)
     return Path(out)
 
 
@@ -185,7 +205,7 @@ def true_embedding(prep, embed, out, *, subject=None, protocols=tuple(PROTOCOLS)
 
 
 def _write(out, ids, groups, results, *, subject, method, model, kind, prep, protocols, sessions, prior_seed,
-           split="test"):
+           split="test", prior_sampling=None):
     import h5py
 
     from ..io import atomic_path
@@ -206,5 +226,7 @@ def _write(out, ids, groups, results, *, subject, method, model, kind, prep, pro
         a["protocols"] = json.dumps({p: PROTOCOLS[p] for p in protocols})
         a["sessions"] = np.unique(sessions).astype(np.int64)
         a["prior_seed"] = int(prior_seed)
+        if prior_sampling is not None:
+            a["prior_sampling"] = json.dumps(prior_sampling)
         if split != "test":
             a["split"] = split

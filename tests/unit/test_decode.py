@@ -150,6 +150,27 @@ def test_best_of_n_keeps_the_sample_nearest_the_prediction(files):
     np.testing.assert_array_equal(best, nearer)
     for i in range(len(IDS)):
         np.testing.assert_array_equal(b[i], (a, c)[nearer[i]][i])
+    # select_by "source": the same samples (decoded from the prior's vectors) compared with those
+    # vectors instead of the pooled direction
+    prior = _unit(np.random.default_rng(8).normal(size=(len(IDS), files["pred"].shape[1])))
+    with h5py.File(files["brain"], "a") as f:
+        f["avg_betas"]["prior"] = prior
+    by = {}
+    for sel in ("direction", "source"):
+        by[sel] = files["tmp"] / f"n2-{sel}"
+        decode(files["brain"], by[sel], embed=files["embed"],
+               settings=DecodeSettings(**FAST, source="prior", n_samples=2, select_by=sel))
+    p0, p1 = (files["tmp"] / f"p1-{k}" for k in (0, 7919))
+    for d, seed in ((p0, 0), (p1, 7919)):
+        decode(files["brain"], d, embed=files["embed"], settings=DecodeSettings(**FAST, source="prior", seed=seed))
+    emb = np.stack([_unit(enc.encode_images(read_images(d / "images", IDS), what=("pooled",))["pooled"])
+                    for d in (p0, p1)], 1)
+    for sel, against in (("direction", files["pred"]), ("source", prior)):
+        with h5py.File(by[sel] / "decode.h5") as f:
+            np.testing.assert_allclose(f["sample_similarity"][:], np.einsum("njd,nd->nj", emb, against), atol=1e-5)
+    assert read_recipe(by["source"])["select_by"] == "source"
+    with pytest.raises(InputError, match="select_by 'clip'"):
+        DecodeSettings(select_by="clip")
 
 
 def test_width_mismatch_and_missing_pooled_are_clear_errors(files):
@@ -264,7 +285,7 @@ def test_the_prior_source_decodes_the_prior_samples_images_and_captions(files):
         assert a.attrs["decoded"] == "prior" and b.attrs["decoded"] == "pooled" == c.attrs["decoded"]
     # what made each folder, read back for evaluate and the report
     assert read_recipe(from_prior) == {"decoded": "prior", "img2img": False, "strength": None, "n_samples": 1,
-                                       "num_inference_steps": 2, "guidance_scale": 1.0}
+                                       "select_by": None, "num_inference_steps": 2, "guidance_scale": 1.0}
     assert recipe_text(read_recipe(direct)) == "pooled embedding; one sample; steps 2, guidance 1"
     with h5py.File(direct / "decode.h5", "a") as f:
         del f.attrs["decoded"]

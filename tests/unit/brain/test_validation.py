@@ -73,3 +73,33 @@ def test_training_and_infer_use_the_split(toy, tmp_path):  # noqa: F811
     summ = json.loads((out / "train_summary.json").read_text())
     trained = sum(v["trials"] for v in summ["subjects"].values())
     assert trained == sum(len(load_subject(p, split="train", validation=(4, 1))) for p in toy["prep"].values())
+
+
+def test_infer_samples_the_prior_with_the_models_settings_or_the_ones_given(toy, tmp_path):  # noqa: F811
+    """--prior-steps / --prior-guidance override the model's sampling (what the validation images
+    choose them with) and are recorded; the model's own values give the default's samples."""
+    import json
+
+    from braindecode_pkg.cli import main
+
+    out = tmp_path / "m"
+    prior = json.dumps({"width": 16, "depth": 1, "timesteps": 20, "sample_steps": 5})
+    assert main(["train", "--regime", "pretrain", "--prep", *[f"{s}={p}" for s, p in toy["prep"].items()],
+                 "--embed", str(toy["embed"]), "--quiet", "--set", "train.steps=3", "--set", "model.width=16",
+                 "--set", f"model.prior={prior}", "--out", str(out)]) == 0
+
+    def infer(name, *extra):
+        f = tmp_path / f"{name}.h5"
+        assert main(["infer", "--model", str(out), "--prep", str(toy["prep"][2]), "--prior", *extra,
+                     "--out", str(f)]) == 0
+        with h5py.File(f) as h:
+            return h["avg_betas/prior"][:], json.loads(h.attrs["prior_sampling"])
+
+    default, used = infer("default")
+    assert used == {"steps": 5, "guidance": 1.0}
+    same, used_same = infer("same", "--prior-steps", "5", "--prior-guidance", "1")
+    np.testing.assert_array_equal(same, default)
+    other, used_other = infer("other", "--prior-steps", "2", "--prior-guidance", "3")
+    assert used_other == {"steps": 2, "guidance": 3.0} and not np.allclose(other, default)
+    assert main(["infer", "--model", str(out), "--prep", str(toy["prep"][2]), "--prior", "--prior-steps", "0",
+                 "--out", str(tmp_path / "bad.h5")]) == 2

@@ -215,7 +215,8 @@ def test_image_chain_reaches_every_resize_and_the_info(files):
     assert part.info["image_protocol"] == {"base": 256, "antialias": False, "name": "MindEye"}
     assert part.info["n_reconstructed"] == M and part.info["n"] == len(IDS)
     assert part.info["decode_recipe"] == {"decoded": "prior", "img2img": True, "strength": 0.6, "n_samples": 3,
-                                          "num_inference_steps": None, "guidance_scale": None}
+                                          "select_by": "direction", "num_inference_steps": None,
+                                          "guidance_scale": None}
     with pytest.raises(InputError, match="unknown key"):
         im.ImageProtocol.parse({"base": 256, "antialais": False})
 

@@ -82,8 +82,8 @@ def test_report_marks_the_rows_that_follow_the_published_protocol(tmp_path):
         w = csv.writer(fh, delimiter="\t", lineterminator="\n")
         w.writerow(["subject", "method", "metric", "value", "ci_low", "ci_high"])
         w.writerows(rows)
-    recipe = {"decoded": "prior", "img2img": True, "strength": 0.7, "n_samples": 4, "num_inference_steps": None,
-              "guidance_scale": 5.0}
+    recipe = {"decoded": "prior", "img2img": True, "strength": 0.7, "n_samples": 4, "select_by": "source",
+              "num_inference_steps": None, "guidance_scale": 5.0}
     parts = {"pretrained/subj01": _info(decode_recipe=recipe), "ridge/subj01": _info(retrieval={"head": "pooled"}),
              "oracle/subj01": {"n": 1000}}
     out = build_report(tmp_path / "index.html", metrics_tsv=tsv, decode_dirs=None, stimuli=None, true_captions=None,
@@ -94,8 +94,8 @@ def test_report_marks_the_rows_that_follow_the_published_protocol(tmp_path):
     assert html.count('class="protocol differs" title="retrieval on pooled, not tokens"') == 1
     assert "Evaluation protocol of each row" in html and "no: retrieval on pooled, not tokens" in html
     # which decode recipe made each row's images and captions (a part without one says so)
-    assert ("prior samples; img2img from the blurry image at strength 0.7; best of 4 by the decoding CLIP; "
-            "steps decoder default, guidance 5") in html
+    assert ("prior samples; img2img from the blurry image at strength 0.7; best of 4 by the decoding CLIP "
+            "against the prior sample; steps decoder default, guidance 5") in html
     assert html.count('<td class="text">?</td>') == 1  # ridge's part records no recipe
     assert "MindEye&#x27;s chain (every image to 256 px first" in html
     assert "tokens (the flattened predicted tokens against the embed file&#x27;s image_tokens), infer protocol " \

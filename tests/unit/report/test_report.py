@@ -217,7 +217,7 @@ def test_grid_rows_are_the_first_sorted_ids_and_text_is_escaped(report):
     # the recipe of the folders that record one (pretrained's decode.h5; adapted-k1 has none)
     assert html.count("Decoded from: ") == 1
     assert ("Decoded from: prior samples; img2img from the blurry image at strength 0.7; best of 4 by the "
-            "decoding CLIP; steps 8, guidance decoder default.") in html
+            "decoding CLIP against the brain model&#x27;s pooled embedding; steps 8, guidance decoder default.") in html
     for i in (4, 9, 17):
         assert f"reconstruction {i}" in html
     for i in (22, 31):
