@@ -53,7 +53,9 @@ K = 1
 METRICS = ("retrieval_brain2image_top1", "pixcorr", "ssim", "twoway_clip", "cider", "attr_acc")
 SHORT = {"retrieval_brain2image_top1": "retrieval", "pixcorr": "PixCorr", "ssim": "SSIM", "twoway_clip": "two-way",
          "cider": "CIDEr", "attr_acc": "attr_acc"}
-STRENGTHS = (0.5, 0.7, 0.85)
+#: img2img strengths tried (the default runs img2img; without it, measured beside them, the samples
+#: start from noise: strength 1)
+STRENGTHS = (0.5, 0.7, 0.85, 0.95)
 NS = (1, 2, 4, 8)
 #: the largest n the default run may choose: decode time grows linearly with n, and make run has a
 #: 20-minute budget on 2 cores (n = 8 is measured on the validation images for a GPU run's choice)
@@ -324,6 +326,7 @@ def choose(world: World, sc: Scoring, cfg: dict, work: Path) -> dict:
     for st in STRENGTHS:
         report["strength"][st] = val_scores(sampling, strength=st, n_samples=1)
     strength = pick(report["strength"])
+    report["strength"]["none"] = grid[sampling]  # no img2img: the prior's samples decoded from noise
     for n in NS:
         report["n_samples"][n] = val_scores(sampling, strength=strength, n_samples=n)
     n_samples = pick({n: v for n, v in report["n_samples"].items() if n <= MAX_N})
@@ -453,6 +456,9 @@ def _ratio_table(per: dict) -> dict:
         "pretrained retrieval, today's recipe": [get(s, "pretrain (today)", "retrieval_brain2image_top1") for s in seeds],
         f"adapted-k{K} / scratch-k{K} retrieval": [get(s, f"adapt-k{K}", "retrieval_brain2image_top1")
                                                   / get(s, f"scratch-k{K}", "retrieval_brain2image_top1") for s in seeds],
+        f"adapted-k{K} / scratch-k{K} retrieval, today's recipe": [
+            get(s, f"adapt-k{K} (today)", "retrieval_brain2image_top1")
+            / get(s, f"scratch-k{K} (today)", "retrieval_brain2image_top1") for s in seeds],
     }
     return {k: {"per_seed": v, "mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
             for k, v in rows.items()}

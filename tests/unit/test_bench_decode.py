@@ -43,7 +43,9 @@ def test_targets_table_over_seeds(bench):
                 "adapt-k1": {"twoway_clip": ad, "retrieval_brain2image_top1": 0.3},
                 "scratch-k1": {"twoway_clip": sc, "retrieval_brain2image_top1": 0.1},
                 "ridge-k1": {"twoway_clip": rk},
-                "pretrain (today)": {"retrieval_brain2image_top1": pre_today}}
+                "pretrain (today)": {"retrieval_brain2image_top1": pre_today},
+                "adapt-k1 (today)": {"retrieval_brain2image_top1": 0.2},
+                "scratch-k1 (today)": {"retrieval_brain2image_top1": 0.08}}
 
     t = bench._ratio_table({0: seed(0.80, 0.72, 0.70, 0.66, 0.61, 0.55), 1: seed(0.84, 0.72, 0.72, 0.70, 0.61, 0.57)})
     d = t["pretrained - ridge two-way"]
@@ -51,4 +53,5 @@ def test_targets_table_over_seeds(bench):
     assert d["sd"] == pytest.approx(0.02 * 2 ** 0.5)  # sample sd of 0.08 and 0.12
     assert t["adapted-k1 / scratch-k1 retrieval"]["mean"] == pytest.approx(3.0)
     assert t["pretrained retrieval, today's recipe"]["per_seed"] == [0.55, 0.57]
+    assert t["adapted-k1 / scratch-k1 retrieval, today's recipe"]["mean"] == pytest.approx(2.5)
     assert t["pretrained - ridge PixCorr"]["mean"] == pytest.approx(0.1)
