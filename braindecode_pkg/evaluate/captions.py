@@ -133,11 +133,11 @@ def coco_metrics(preds, refs, *, names=None, tokenized: bool = False, meteor=Non
             _java()
             own = Meteor()
             try:
-                score, scores = meteor_scores(own, gts, res)
+                score, scores = own.compute_score(gts, res)
             finally:
                 del own  # ends the Java process
         else:
-            score, scores = meteor_scores(meteor, gts, res)
+            score, scores = meteor.compute_score(gts, res)
         out["meteor"] = (float(score), np.asarray(scores, np.float64))
     if "rougeL" in names:
         from pycocoevalcap.rouge.rouge import Rouge
@@ -150,35 +150,6 @@ def coco_metrics(preds, refs, *, names=None, tokenized: bool = False, meteor=Non
         score, scores = Cider().compute_score(gts, res)
         out["cider"] = (float(score), np.asarray(scores, np.float64))
     return {m: out[m] for m in names}
-
-
-def meteor_scores(meteor, gts: dict, res: dict, chunk: int = 100) -> tuple[float, list]:
-    """What ``pycocoevalcap``'s ``Meteor.compute_score(gts, res)`` returns, from the same Java
-    process and the same ``SCORE`` / ``EVAL`` lines, with the ``SCORE`` lines sent ``chunk`` at a
-    time instead of one round trip each (16x faster on 300 captions: 0.35 s against 5.5 s). A
-    chunk's replies (one short line each) stay far below a pipe's buffer, so neither side blocks.
-    """
-    ids = list(gts)
-    if list(res) != ids:
-        raise ValueError("METEOR: the predictions and references are not of the same items")
-    p = meteor.meteor_p
-    stats = []
-    with meteor.lock:
-        for a in range(0, len(ids), chunk):
-            lines = []
-            for i in ids[a:a + chunk]:
-                if len(res[i]) != 1:
-                    raise ValueError(f"METEOR: item {i} has {len(res[i])} predictions, expected one")
-                hyp = res[i][0].replace("|||", "").replace("  ", " ")
-                lines.append(" ||| ".join(("SCORE", " ||| ".join(gts[i]), hyp)))
-            p.stdin.write(("\n".join(lines) + "\n").encode())
-            p.stdin.flush()
-            stats += [p.stdout.readline().decode().strip() for _ in lines]
-        p.stdin.write(("EVAL ||| " + " ||| ".join(stats) + "\n").encode())
-        p.stdin.flush()
-        scores = [float(p.stdout.readline().strip()) for _ in ids]
-        score = float(p.stdout.readline().strip())
-    return score, scores
 
 
 def bleu_stats(preds, refs, *, tokenized: bool = False) -> dict:

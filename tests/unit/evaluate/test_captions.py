@@ -97,29 +97,6 @@ def test_coco_metrics_hand_values_and_meteor():
 
 
 @java
-def test_meteor_chunked_is_pycocoevalcaps_compute_score():
-    """The same scores as pycocoevalcap's one-round-trip-per-caption loop, across chunk borders."""
-    from pycocoevalcap.meteor.meteor import Meteor
-
-    words = "a red blue green circle square triangle on the left right top of small big two".split()
-    rng = np.random.default_rng(0)
-
-    def caption():
-        return " ".join(rng.choice(words, rng.integers(3, 9)))
-
-    gts = {i: [caption() for _ in range(5)] for i in range(7)}
-    res = {i: [caption()] for i in range(7)}
-    res[3] = ["a red ||| circle  on the  left"]  # the separator and double spaces are cleaned alike
-    m = Meteor()
-    try:
-        want = m.compute_score(gts, res)
-        for chunk in (1, 3, 100):
-            assert cap.meteor_scores(m, gts, res, chunk=chunk) == want
-    finally:
-        del m
-
-
-@java
 def test_identical_captions_score_one():
     # at least 4 tokens each, or sentence BLEU-4 has no 4-gram to match
     refs = [["a red circle on the left"], ["two blue stars at night"], ["a big yellow ring"]]
