@@ -10,10 +10,11 @@ one protocol of it, default ``avg_betas``) and writes one folder per (method, su
                            sample kept; ``sample_similarity`` (n, n_samples) float32: cosine
                            similarity of each sample's CLIP embedding to what it is selected by
                            (``select_by``; NaN when n_samples = 1: no CLIP pass is needed);
-                           these two for the first
-                           ``n_reconstructed`` (attribute) ids, those with images (``max_images``). Attributes: ``method``,
-                           ``subject``, ``protocol``, ``brain`` (input file), ``settings`` and
-                           ``models`` (JSON), ``decoded_norm`` (see Scale; NaN if not rescaled)
+                           these two for the first ``n_reconstructed`` (attribute) ids, those
+                           with images (``max_images``). Attributes: ``method``, ``subject``,
+                           ``protocol``, ``brain`` (input file), ``models`` (JSON),
+                           ``decoded_norm`` (see Scale; NaN if not rescaled), and the recipe:
+                           ``settings`` (JSON), ``decoded``, ``img2img`` (:func:`read_recipe`)
 ``images/{nsd_id:05d}.png``  the reconstruction (the best of n samples) of each of the first
                            ``max_images`` test images (all by default)
 ``blurry/{nsd_id:05d}.png``  the low-level reconstruction: the image decoder's VAE decoding of the
@@ -243,7 +244,7 @@ def decode(brain_h5, out_dir, *, embed, image_decoder="sim", captioner="sim", cl
         imgs = dec.generate(pred[:n], init, strength=s.strength if init is not None else None,
                             guidance_scale=s.guidance_scale, num_inference_steps=s.num_inference_steps,
                             seed=s.seed + 7919 * j, batch_size=s.batch_size, progress=progress)
-        if enc is not None:  # best of n: the sample the decoding CLIP finds nearest the brain's embedding
+        if enc is not None:  # best of n: the sample the decoding CLIP finds nearest the target
             e = enc.encode_images(imgs, what=("pooled",))["pooled"]
             cos[:, j] = np.einsum("nd,nd->n", *(x / np.linalg.norm(x, axis=1, keepdims=True)
                                                 for x in (e, target)))

@@ -144,8 +144,7 @@ def _trials(prep, subject, split: str, validation):
 
 def infer(model_dir, prep, out, *, subject=None, method: str | None = None, protocols=tuple(PROTOCOLS),
           prior: bool = False, prior_seed: int = 0, prior_sampling: dict | None = None, batch_size: int = 512,
-          threads: int | None = None,
-          device: str = "cpu", split: str = "test", validation=None) -> Path:
+          threads: int | None = None, device: str = "cpu", split: str = "test", validation=None) -> Path:
     """Write the embeddings file ``out`` (see the module docstring) of the test images, or
     (``split="val"``) of the validation images (``validation``); return its path.
     A brain model runs on ``device`` (a ridge model always on the CPU)."""

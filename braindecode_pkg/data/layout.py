@@ -1,8 +1,8 @@
 """Paths and fixed facts of the NSD release layout (see NSD_FORMAT.md).
 
-One module that both the real loader (:mod:`.nsd`) and the simulator (:mod:`braindecode_pkg.sim.world`) use, so that
-every test of the loader on simulated data is also a test of the real layout. Subjects and
-sessions are 1-based, as in NSD's file names.
+One module that both the real loader (:mod:`.nsd`) and the simulator
+(:mod:`braindecode_pkg.sim.world`) use, so that every test of the loader on simulated data is also
+a test of the real layout. Subjects and sessions are 1-based, as in NSD's file names.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ import math
 import re
 from pathlib import Path
 
+from ..decode import recipe_text
 from ..errors import InputError
 from .page import Markup, h, join
 
@@ -357,7 +358,6 @@ def protocol_table(parts: dict | None) -> Markup:
     """Per (method, subject) part: the infer protocol scored, retrieval head, image chain, judge,
     images reconstructed, the decode recipe that made them, and whether it follows MindEye2's
     protocol."""
-    from ..decode import recipe_text
     from .published import protocol_differences
 
     if not parts:
