@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from ..errors import InputError
 from . import resources as res
@@ -175,8 +176,11 @@ class Plan:
 
     def check_real_models(self) -> None:
         """On real NSD every model is real: nsd-sim's own models (``"sim"``, or a mapping naming
-        ``sim``) were trained on simulated scenes, and the judge on them would score nothing real."""
-        if self.simulated:
+        ``sim``) were trained on simulated scenes, and the judge on them would score nothing real.
+        An ``nsd_root`` that is an nsd-sim world written elsewhere (``simulate --out DIR``: the root
+        is ``DIR/nsd``, with the simulator's ``DIR/sim_truth/manifest.json`` beside it) keeps its
+        own models."""
+        if self.simulated or (Path(self.nsd_root).parent / "sim_truth" / "manifest.json").is_file():
             return
         for kind in (*_DECODERS, "judge_clip"):
             if names_sim(self.models[kind]):

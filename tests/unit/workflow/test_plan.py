@@ -209,5 +209,8 @@ def test_nsd_sim_models_are_refused_with_a_real_nsd_root(tmp_path):
     assert "config/nsd.yaml" in str(e.value)
     assert names_sim("sim") and names_sim({"pipeline_dir": "sim"}) and names_sim({"dir": " sim", "lm": "/w/gpt2"})
     assert not names_sim({"arch": "ViT-H-14", "pretrained": "/w/sim.bin"}) and not names_sim("/weights/sim")
-    # the same config on nsd-sim plans
+    # the same config on nsd-sim plans, and so does a root that is an nsd-sim world written elsewhere
     Plan(config({"subjects": [1, 2], "brain": {"heldout": 2}}))
+    (tmp_path / "sim_truth").mkdir()
+    (tmp_path / "sim_truth/manifest.json").write_text("{}")
+    Plan(config(real))
