@@ -51,7 +51,7 @@ from ..sim.shipped import SHIPPED_DIR
 from .spec import parse_json_text, read_config_file, resolve_sim
 
 __all__ = [
-    "CaptionerConfig", "Captioner", "Mapper", "parse_captioner_config", "load_lm",
+    "CaptionerConfig", "Captioner", "Mapper", "parse_captioner_config", "check_lm_dir", "load_lm",
     "SHIPPED_SIM_CAPTIONER", "MAPPER_KINDS",
 ]
 
@@ -139,6 +139,14 @@ def _check_lm_dir(lm: Path, recorded: str | None) -> None:
     if not ((lm / "tokenizer.json").is_file() or ((lm / "vocab.json").is_file() and (lm / "merges.txt").is_file())):
         raise InputError(f"{lm / 'tokenizer.json'}: tokenizer not found (tokenizer.json, or vocab.json and "
                          f"merges.txt); {_download_hint(lm, recorded)}")
+
+
+def check_lm_dir(path) -> Path:
+    """The resolved language-model folder ``path`` (a GPT-2-like ``save_pretrained`` folder with
+    safetensors weights and a tokenizer); :class:`InputError` naming what is missing. Loads nothing."""
+    lm = Path(str(path)).expanduser().resolve()
+    _check_lm_dir(lm, None)
+    return lm
 
 
 def _resolve_sim(sim_dir) -> Path:

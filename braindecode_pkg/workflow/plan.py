@@ -34,7 +34,7 @@ GROUP = 4
 # ridge, the other subjects' decoding, the oracle) fill the free cores. Priorities only order
 # jobs: they change no output.
 PRIORITY = {
-    "preprocess": 90, "latents": 85, "embed": 80, "pretrain": 70, "adapt": 60,
+    "preprocess": 90, "latents": 85, "embed": 80, "pretrain": 70, "adapt": 60, "train_captioner": 58,
     "true_embedding": 55, "infer_main": 50, "decode_main": 45, "evaluate_main": 40,
     "scratch": 35, "ridge": 30, "infer": 25, "decode": 20, "evaluate": 15, "preprocess_psc": 5,
     "oracle": 5,
@@ -46,6 +46,8 @@ _MODEL_PARSERS = {
     "captioner": ("braindecode_pkg.decoders.captioner", "parse_captioner_config"),
 }
 _DECODERS = ("clip", "image_decoder", "captioner")
+#: options of models.captioner.train (train-captioner's, for --pairs)
+CAPTIONER_TRAIN_KEYS = ("steps", "batch_size", "seed", "preset", "minutes", "eval_every")
 
 
 def names_sim(spec) -> bool:
@@ -86,10 +88,18 @@ class Plan:
         self.sim_manifest = f"{self.sim_truth}/manifest.json"
         self.python = python or sys.executable
         self.cli = shlex.quote(self.python) + " -m braindecode_pkg"
-        self.models = config["models"]
+        self.models = dict(config["models"])
         # nsd-sim's own models trained by this workflow (models.sim_weights: train), not shipped
         self.train_sim = self.models["sim_weights"] == "train"
         self.sim_models = f"{self.results}/models/nsd-sim"
+        # a caption decoder trained here on the embed file's captions (models.captioner: {lm, train});
+        # "train: null" trains none (a config file merged over one that trains can name a mapper)
+        cap = self.models["captioner"]
+        if isinstance(cap, dict) and "train" in cap and cap["train"] is None:
+            cap = self.models["captioner"] = {k: v for k, v in cap.items() if k != "train"}
+        self.captioner_trained = isinstance(cap, dict) and "train" in cap
+        self.captioner_train = cap.get("train") if self.captioner_trained else None
+        self.captioner_dir = f"{self.results}/models/captioner"
         brain = self.brain = config["brain"]
         self.heldout = None if brain["heldout"] is None else f"{brain['heldout']:02d}"
         self.pretrain_subjects = [s for s in self.subjects if s != self.heldout]
@@ -167,12 +177,54 @@ class Plan:
         """
         import importlib
 
+        if self.captioner_trained:
+            self.check_captioner_training()
         for kind, (module, name) in _MODEL_PARSERS.items():
+            if kind == "captioner" and self.captioner_trained:
+                continue
             if self.models[kind] != "sim":
                 try:
                     getattr(importlib.import_module(module), name)(self.models[kind])
                 except InputError as e:
                     raise ValueError(f"config models.{kind}: {e}") from None
+
+    def check_captioner_training(self) -> None:
+        """``models.captioner: {lm: DIR, train: {...}}``: the language model exists and ``train``
+        holds only train-captioner options."""
+        from ..decoders.captioner import check_lm_dir
+
+        cap = self.models["captioner"]
+        if "dir" in cap:
+            raise ValueError("config models.captioner: either 'dir' (a mapper trained before) or 'train' (train it "
+                             "here), not both; a config file merged over one that trains sets train: null")
+        bad = sorted(set(cap) - {"lm", "train"})
+        if bad or not cap.get("lm"):
+            raise ValueError(f"config models.captioner: a caption decoder trained here takes 'lm' (the language "
+                             f"model's folder) and 'train' (train-captioner options){f', not {bad}' if bad else ''}")
+        if not isinstance(self.captioner_train, dict):
+            raise ValueError(f"config models.captioner.train: a mapping of train-captioner options (e.g. "
+                             f"{{steps: 20000}}), got {self.captioner_train!r}")
+        bad = sorted(set(self.captioner_train) - set(CAPTIONER_TRAIN_KEYS))
+        if bad:
+            raise ValueError(f"config models.captioner.train: unknown option(s) {bad}; expected some of "
+                             f"{list(CAPTIONER_TRAIN_KEYS)}")
+        try:
+            check_lm_dir(cap["lm"])
+        except InputError as e:
+            raise ValueError(f"config models.captioner.lm: {e}") from None
+
+    def captioner_train_opts(self) -> str:
+        """train-captioner's options of models.captioner.train (``--steps 20000 ...``)."""
+        return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
+                        for k, v in (self.captioner_train or {}).items() if v is not None)
+
+    def captioner_lm_arg(self) -> str:
+        """The language model of the caption decoder trained here (shell-quoted), or ''."""
+        return shlex.quote(str(self.models["captioner"]["lm"])) if self.captioner_trained else ""
+
+    def captioner_input(self) -> list[str]:
+        """Input of decode: the caption decoder trained here (its config.json), or nothing."""
+        return [f"{self.captioner_dir}/config.json"] if self.captioner_trained else []
 
     def check_real_models(self) -> None:
         """On real NSD every model is real: nsd-sim's own models (``"sim"``, or a mapping naming
@@ -247,8 +299,11 @@ class Plan:
         return shlex.quote(self.config["preprocess"]["sessions"])
 
     def model_arg(self, kind: str) -> str:
-        """The command-line value of a model config: 'sim' or its JSON."""
+        """The command-line value of a model config: 'sim' or its JSON (a caption decoder trained
+        here: its folder under results and the language model)."""
         value = self.models[kind]
+        if kind == "captioner" and self.captioner_trained:
+            value = {"dir": self.captioner_dir, "lm": value["lm"]}
         return shlex.quote(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
 
     def trained_sim(self, kind: str) -> str | None:
@@ -266,8 +321,8 @@ class Plan:
         return [self.sim_model_file(kind)] if self.trained_sim(kind) else []
 
     def decoders_input(self) -> list[str]:
-        """Input of decode: the sim models trained here that it reads."""
-        return [f for k in _DECODERS for f in self.trained_sim_input(k)]
+        """Input of decode: the models trained here that it reads (nsd-sim's, the caption decoder)."""
+        return [f for k in _DECODERS for f in self.trained_sim_input(k)] + self.captioner_input()
 
     def sim_chain_clip_opt(self) -> str:
         """train-sim-models' decoders follow the sim CLIP's chain, or train in one stage on another CLIP."""

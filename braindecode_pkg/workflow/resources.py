@@ -24,7 +24,8 @@ __all__ = ["RULES", "KEYS", "TRAIN_RULES", "rule_resources", "snakemake_resource
 #: ``evaluate`` stand for their per-subject group rules (decode_subj01, evaluate_subj07_2, ...)
 RULES = (
     "simulate", "preprocess", "preprocess_psc", "train_sim_clip", "train_sim_image_decoder",
-    "train_sim_captioner", "train_sim_judge_clip", "embed", "latents", "pretrain", "adapt", "scratch",
+    "train_sim_captioner", "train_sim_judge_clip", "embed", "latents", "train_captioner", "pretrain", "adapt",
+    "scratch",
     "ridge", "infer", "true_embedding", "decode", "evaluate", "oracle", "collect", "report",
 )
 KEYS = ("cpus", "mem_mb", "runtime", "gpus", "partition")

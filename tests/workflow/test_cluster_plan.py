@@ -148,7 +148,7 @@ def placeholder_weights(root: Path, clip_arch: str = "ViT-bigG-14") -> Path:
     judge.parent.mkdir(parents=True)
     torch.save({"placeholder": torch.zeros(1)}, judge)
     cfg.write_text(f"models:\n  clip: {{arch: {clip_arch}, pretrained: {clip}}}\n"
-                   f"  image_decoder: {{pipeline_dir: {unclip}}}\n  captioner: {{dir: {cap}, lm: {lm}}}\n"
+                   f"  image_decoder: {{pipeline_dir: {unclip}}}\n  captioner: {{dir: {cap}, lm: {lm}, train: null}}\n"
                    f"  judge_clip: {{arch: ViT-L-14-quickgelu, pretrained: {judge}}}\n")
     return cfg
 

@@ -1,13 +1,11 @@
 """The real path end to end (issue 20): an NSD-format root that is not nsd-sim
 (``tests/realpath/nsd_root.py``), tiny weights in the formats real checkpoints come in
 (``tests/realpath/weights.py``: an open_clip ``CLIP`` in open_clip's local-dir layout, a
-``StableUnCLIPImg2ImgPipeline`` folder written by ``save_pretrained``, a GPT-2 folder, the ClipCap
-mapper trained on it by ``train-captioner --pairs``), and a copy of ``config/nsd.yaml`` pointed at
-them, run through the whole workflow: preprocess → embed → pretrain / adapt / scratch / ridge →
-infer → decode → evaluate → report.
-
-It runs the workflow as a user would: ``snakemake`` for the embed stage, ``train-captioner
---pairs`` on its output, then ``snakemake`` for everything. Marked slow; ``.ci/run`` runs it.
+``StableUnCLIPImg2ImgPipeline`` folder written by ``save_pretrained``, a GPT-2 folder), and a copy
+of ``config/nsd.yaml`` pointed at them, run through the whole workflow as a user runs it, one
+``snakemake``: preprocess → embed → the ClipCap mapper trained on the embed file with the GPT-2
+(rule train_captioner) → pretrain / adapt / scratch / ridge → infer → decode → evaluate →
+report. Marked slow; ``.ci/run`` runs it.
 """
 
 from __future__ import annotations
@@ -88,20 +86,14 @@ def real_run(tmp_path_factory):
     info = write_nsd_root(root, subjects=SUBJECTS, encode=_encoder(clip_dir), signal=1.5)
     work = base / "work"
     work.mkdir()
-    captioner = weights / "captioner"
-    models = W.models_section(clip_local_dir=clip_dir, pipeline_dir=pipe_dir, captioner_dir=captioner, lm_dir=gpt2)
+    missing = weights / "captioner"
+    models = W.models_section(clip_local_dir=clip_dir, pipeline_dir=pipe_dir, captioner_dir=missing, lm_dir=gpt2)
     models["judge_clip"] = {"local_dir": str(judge_dir)}
-    # 1. the embed stage (with a captioner path that does not exist yet: the workflow must say so)
-    config = _config(work, root, models)
-    r = _snakemake(work, config, "results/embed/clip.h5")
-    assert r.returncode != 0 and str(captioner) in r.stderr, r.stderr[-3000:]
-    models_first = {k: v for k, v in models.items() if k != "captioner"}
-    config = _config(work, root, {**models_first, "captioner": "sim"})
-    r = _snakemake(work, config, "results/embed/clip.h5")
-    assert r.returncode == 0, r.stderr[-6000:]
-    # 2. the ClipCap mapper on that embed file, never on the shared 1000 (the brain test set)
-    W.train_clipcap(captioner, pairs=work / "results/embed/clip.h5", lm=gpt2, nsd_root=root, steps=30)
-    # 3. everything
+    # a mapper folder that does not exist stops the workflow before any job, named
+    r = _snakemake(work, _config(work, root, models), "-n")
+    assert r.returncode != 0 and str(missing) in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    # the mapper trained by the workflow on its embed file, never on the shared 1000 (the brain test set)
+    models["captioner"] = {"lm": str(gpt2), "train": {"steps": 30, "batch_size": 8, "seed": 0}}
     config = _config(work, root, models)
     r = _snakemake(work, config)
     assert r.returncode == 0, r.stderr[-6000:]
@@ -160,6 +152,18 @@ def test_retrieval_reads_the_planted_signal(real_run):
         assert _metric(res, method, "retrieval_brain2image_top1", subject) > 10 * chance, method
 
 
+def test_the_trained_caption_decoder_held_out_the_test_images_and_names_its_clip(real_run):
+    import json
+
+    res = real_run["res"]
+    doc = json.loads((res / "models/captioner/config.json").read_text())
+    assert doc["braindecode"]["heldout_nsd_ids"] == "exclude_ids"  # NSD's shared 1000, never trained on
+    assert (real_run["work"] / doc["braindecode"]["pairs"]).resolve() == (res / "embed/clip.h5").resolve()
+    with h5py.File(res / "embed/clip.h5") as e:
+        assert doc["clip"]["weights_sha256"] == e.attrs["weights_sha256"]
+        assert doc["clip"]["config"] == json.loads(e.attrs["clip_config"])
+
+
 def test_report_lists_the_real_weights_with_their_hashes(real_run):
     from braindecode_pkg.io import sha256_file
 
@@ -167,6 +171,6 @@ def test_report_lists_the_real_weights_with_their_hashes(real_run):
     w = real_run["weights"]
     for f in [w / "CLIP-tiny/open_clip_model.safetensors",
               w / "stable-diffusion-2-1-unclip/unet/diffusion_pytorch_model.safetensors",
-              w / "gpt2/model.safetensors", w / "captioner/model.safetensors"]:
+              w / "gpt2/model.safetensors", real_run["res"] / "models/captioner/model.safetensors"]:
         assert str(f.parent) in html, f
         assert sha256_file(f) in html, f

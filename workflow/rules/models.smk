@@ -88,3 +88,32 @@ rule train_sim_judge_clip:
     shell:
         "{params.cli} train-sim-models --only judge_clip --scale {params.preset} --threads {threads} "
         "--out {params.out} --quiet > {log} 2>&1"
+
+
+rule train_captioner:
+    # the caption decoder trained here (models.captioner: {lm: DIR, train: {...}}): a ClipCap mapper
+    # with the frozen language model, on the COCO captions of the embed file's images, never on the
+    # shared test images (--nsd-root); decode reads it from the rule's output folder
+    input:
+        embed=plan.embed,
+        nsd=plan.nsd_ready,
+    output:
+        f"{plan.captioner_dir}/config.json",
+    params:
+        out=lambda wc, output: parent(output[0], 1),
+        lm=plan.captioner_lm_arg(),
+        root=plan.nsd_root,
+        opts=plan.captioner_train_opts(),
+        device=plan.device_opt("train_captioner"),
+        cli=CLI,
+    log:
+        f"{RESULTS}/logs/models/train_captioner.log",
+    threads: plan.threads("train_captioner")
+    resources:
+        **plan.resources("train_captioner"),
+    priority: PRIORITY["train_captioner"]
+    conda:
+        "../envs/braindecode.yaml"
+    shell:
+        "{params.cli} train-captioner --pairs {input.embed} --lm {params.lm} --nsd-root {params.root} "
+        "{params.opts} --threads {threads} {params.device} --out {params.out} --quiet > {log} 2>&1"

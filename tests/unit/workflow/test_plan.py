@@ -214,3 +214,37 @@ def test_nsd_sim_models_are_refused_with_a_real_nsd_root(tmp_path):
     (tmp_path / "sim_truth").mkdir()
     (tmp_path / "sim_truth/manifest.json").write_text("{}")
     Plan(config(real))
+
+
+def test_a_caption_decoder_trained_by_the_workflow(tmp_path):
+    """models.captioner {lm, train}: rule train_captioner trains it on the embed file after embed;
+    decode reads it from the rule's folder; the language model and the options are checked first."""
+    from tests.realpath.weights import write_gpt2
+
+    lm = write_gpt2(tmp_path / "gpt2", with_bin=False)
+    p = Plan(config({"models": {"captioner": {"lm": str(lm), "train": {"steps": 30, "batch_size": 8}}}}))
+    assert p.captioner_trained and p.captioner_dir == "results/models/captioner"
+    assert p.captioner_input() == ["results/models/captioner/config.json"]
+    assert p.decoders_input() == ["results/models/captioner/config.json"]
+    assert shlex.split(p.captioner_train_opts()) == ["--steps", "30", "--batch-size", "8"]
+    assert shlex.split(p.captioner_lm_arg()) == [str(lm)]
+    opts = shlex.split(p.decoders_opts())
+    assert json.loads(opts[opts.index("--captioner") + 1]) == {"dir": "results/models/captioner", "lm": str(lm)}
+    assert p.threads("train_captioner") == 1 and PRIORITY["adapt"] > PRIORITY["train_captioner"] > \
+        PRIORITY["decode_main"]
+    # the usual forms train nothing
+    assert not Plan(config()).captioner_trained and Plan(config()).captioner_input() == []
+    for bad, message in (
+        ({"lm": str(tmp_path / "nowhere"), "train": {}}, "config models.captioner.lm: "),
+        ({"lm": str(lm), "train": {"epochs": 3}}, "config models.captioner.train: unknown option(s) ['epochs']"),
+        ({"lm": str(lm), "train": 5}, "config models.captioner.train: a mapping"),
+        ({"train": {}}, "config models.captioner: a caption decoder trained here takes 'lm'"),
+        ({"lm": str(lm), "extra": 1, "train": {}}, "config models.captioner: a caption decoder trained here"),
+        ({"lm": str(lm), "dir": "/w/cap", "train": {}}, "config models.captioner: either 'dir'"),
+    ):
+        with pytest.raises(ValueError) as e:
+            Plan(config({"models": {"captioner": bad}}))
+        assert str(e.value).startswith(message), str(e.value)
+    # train: null (a file merged over one that trains) names a mapper trained before, checked as such
+    with pytest.raises(ValueError, match="config models.captioner: .*/w/cap"):
+        Plan(config({"models": {"captioner": {"dir": "/w/cap", "lm": str(lm), "train": None}}}))
