@@ -182,7 +182,7 @@ class Plan:
         for kind, (module, name) in _MODEL_PARSERS.items():
             if kind == "captioner" and self.captioner_trained:
                 continue
-            if self.models[kind] != "sim":
+            if not self.uses_sim(kind):
                 try:
                     getattr(importlib.import_module(module), name)(self.models[kind])
                 except InputError as e:
@@ -235,7 +235,7 @@ class Plan:
         if self.simulated or (Path(self.nsd_root).parent / "sim_truth" / "manifest.json").is_file():
             return
         for kind in (*_DECODERS, "judge_clip"):
-            if names_sim(self.models[kind]):
+            if self.uses_sim(kind):
                 raise ValueError(f"config models.{kind}: {self.models[kind]!r} is nsd-sim's own model (trained on "
                                  f"simulated scenes), but nsd_root is a real NSD root ({self.nsd_root}); name local "
                                  f"weights of a real model (config/nsd.yaml names each and where to download it)")
@@ -306,9 +306,14 @@ class Plan:
             value = {"dir": self.captioner_dir, "lm": value["lm"]}
         return shlex.quote(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
 
+    def uses_sim(self, kind: str) -> bool:
+        """Whether models.``kind`` names nsd-sim's own model, in either form (``"sim"`` or a mapping
+        naming ``sim``: every stage resolves both the same way)."""
+        return names_sim(self.models[kind])
+
     def trained_sim(self, kind: str) -> str | None:
         """The folder of sim model ``kind`` when this workflow trains it and the config uses it, else None."""
-        return f"{self.sim_models}/{kind}" if self.train_sim and self.models[kind] == "sim" else None
+        return f"{self.sim_models}/{kind}" if self.train_sim and self.uses_sim(kind) else None
 
     def sim_model_file(self, kind: str) -> str:
         """The file a trained sim model's folder is known by (its rule's output)."""
@@ -326,12 +331,12 @@ class Plan:
 
     def sim_chain_clip_opt(self) -> str:
         """train-sim-models' decoders follow the sim CLIP's chain, or train in one stage on another CLIP."""
-        return "" if self.models["clip"] == "sim" else f"--clip {self.model_arg('clip')}"
+        return "" if self.uses_sim("clip") else f"--clip {self.model_arg('clip')}"
 
     def clip_input(self) -> list[str]:
         """What the embed stage reads besides the data: the sim CLIP trained here, or the shipped
         weights file (so that new shipped weights re-embed); real weights are checked at parse time."""
-        if self.models["clip"] != "sim":
+        if not self.uses_sim("clip"):
             return []
         if self.train_sim:
             return self.trained_sim_input("clip")
@@ -496,11 +501,9 @@ class Plan:
         """What evaluate reads of the judge: the nsd-sim judge trained here (its marker file) or
         the shipped judge's weights (so that new shipped weights score again); real weights are
         checked at parse time."""
-        from ..evaluate.judge import is_sim
-
         if self.trained_sim("judge_clip") is not None:
             return self.trained_sim_input("judge_clip")
-        if not is_sim(self.models["judge_clip"]):
+        if not self.uses_sim("judge_clip"):
             return []
         from ..decoders import clip
 

@@ -134,6 +134,22 @@ def test_shipped_and_trained_sim_models_and_real_weights(tmp_path):
     assert p.trained_sim("clip") is None and p.trained_sim("captioner") is not None
 
 
+def test_nsd_sim_models_named_by_a_mapping_are_nsd_sim_models_too():
+    # {local_dir: sim} is "sim" to every stage: with sim_weights: train the stages read the models
+    # trained here, not the shipped ones
+    over = {"clip": {"local_dir": "sim"}, "judge_clip": {"local_dir": "sim"},
+            "image_decoder": {"pipeline_dir": "sim"}}
+    trained = Plan(config({"models": {"sim_weights": "train", **over}}))
+    assert trained.trained_sim("clip") == "results/models/nsd-sim/clip"
+    assert trained.clip_input() == [trained.sim_model_file("clip")] and trained.sim_chain_clip_opt() == ""
+    assert trained.judge_input() == [trained.sim_model_file("judge_clip")]
+    assert "--sim-image-decoder results/models/nsd-sim/image_decoder" in trained.decoders_opts()
+    assert len(trained.decoders_input()) == 3
+    shipped = Plan(config({"models": over}))
+    assert shipped.clip_input()[0].endswith("sim/weights/nsd-sim-1.0/clip/open_clip_model.safetensors")
+    assert shipped.trained_sim("clip") is None and shipped.sim_dir_opt("clip") == ""
+
+
 @pytest.mark.parametrize("over, message", [
     ({"brain": {"heldout": 7}}, "config brain.heldout: subject 7 is not in subjects"),
     ({"subjects": [2], "brain": {"heldout": 2}}, "config brain.heldout: no subject left to pretrain on"),
