@@ -61,7 +61,7 @@ MAX_CAPTIONS = 5
 PARTIAL_FORMAT = 2  # partial files of another format are started over
 EMBEDDINGS = ("image_pooled", "image_tokens", "text")  # what batch_sha256 covers, in this order
 
-__all__ = ["embed_stimuli", "shown_images", "read_captions", "read_rows", "partial_path", "verify_embeddings",
+__all__ = ["embed_stimuli", "shown_images", "read_captions", "read_rows", "partial_path", "verify_embeddings", "clip_info",
            "contiguous_memmap", "WHAT", "DTYPES"]
 
 
@@ -247,6 +247,22 @@ def embed_stimuli(nsd_root, subjects, clip, out, *, what: str = "both", batch_si
     fault_point("embed.before_rename")
     os.replace(part, out)
     return out
+
+
+def clip_info(path) -> dict:
+    """The CLIP an embeddings file was written with, from its attributes: ``model`` (name),
+    ``config`` (its open_clip config) and ``weights_sha256``, each where recorded."""
+    import h5py
+
+    a = {}
+    with h5py.File(path, "r") as f:
+        for k in ("model", "clip_config", "weights_sha256"):
+            if k in f.attrs:
+                v = f.attrs[k]
+                a[k] = v.decode() if isinstance(v, bytes) else str(v)
+    if "clip_config" in a:
+        a["config"] = json.loads(a.pop("clip_config") or "{}")
+    return a
 
 
 def verify_embeddings(path, cache_dir="default") -> None:

@@ -19,18 +19,19 @@ def input_checksums(preps: dict, embed, decode_dirs=(), parts: dict | None = Non
     (decode.h5's ``models``) and the judge's (the evaluation parts' info); weights by path."""
     import h5py
 
+    from ..embed.stimuli import clip_info
+
     out: dict[str, str] = {}
     for p in preps.values():
         with h5py.File(p, "r") as f:
             src = f.attrs.get("source_sha256")
         if src:
             out.update(json.loads(src))
-    with h5py.File(embed, "r") as f:
-        w = f.attrs.get("weights_sha256")
-        cfg = json.loads(f.attrs.get("clip_config", "{}") or "{}")
-        where = cfg.get("pretrained") or cfg.get("local_dir") or f.attrs.get("model", "")
-        if w:
-            out[f"CLIP weights: {where}"] = str(w)
+    clip = clip_info(embed)
+    cfg = clip.get("config", {})
+    where = cfg.get("pretrained") or cfg.get("local_dir") or clip.get("model", "")
+    if clip.get("weights_sha256"):
+        out[f"CLIP weights: {where}"] = clip["weights_sha256"]
     for d in decode_dirs:
         with h5py.File(Path(d) / "decode.h5", "r") as f:
             models = json.loads(f.attrs.get("models", "{}") or "{}")

@@ -189,23 +189,6 @@ def h5_pairs(path, exclude_ids=None, n_heldout: int = 1000, seed: int = 0) -> tu
     return part(tr), part(te)
 
 
-def _embed_file_clip(path) -> dict:
-    """The CLIP an embed-stage file was written with: ``config`` (its open_clip config) and the
-    SHA-256 of its weights, as the embed stage recorded them."""
-    import json
-
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    out = {}
-    if "clip_config" in a:
-        out["config"] = json.loads(a["clip_config"])
-    if "weights_sha256" in a:
-        out["weights_sha256"] = str(a["weights_sha256"])
-    return out
-
-
 def shared1000_ids(nsd_root) -> np.ndarray:
     """0-based nsd ids of NSD's shared 1000 images (the brain test set) of an NSD root."""
     from ...data import nsd
@@ -325,7 +308,10 @@ def _training_pairs(clip, sim_clip, pairs, exclude_ids, seed: int, recipe: Recip
         clip_info = {"embed_dim": int(np.shape(train_set["embeds"])[1]),
                      "source": str(pairs) if not isinstance(pairs, (tuple, list)) else "in memory"}
         if not isinstance(pairs, (tuple, list)):
-            clip_info.update(_embed_file_clip(pairs))  # the CLIP whose embeddings the mapper reads
+            from ...embed.stimuli import clip_info as embed_clip
+
+            # the CLIP whose embeddings the mapper reads
+            clip_info.update({k: v for k, v in embed_clip(pairs).items() if k in ("config", "weights_sha256")})
         elif isinstance(clip, (str, dict)) and clip != "sim":
             clip_info["config"] = clip
     return train_set, heldout, clip_info
